@@ -1,0 +1,129 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace NegDistill.Checkpoints;
+
+/// <summary>
+/// Conversions between float and the 16-bit storage kinds, working on raw bit patterns.
+/// F16 goes through <see cref="System.Half"/> (IEEE round-to-nearest-even). BF16 keeps the upper 16 bits of the
+/// binary32 pattern, rounding the dropped half to nearest, ties to even; NaN stays NaN (it is made quiet so the
+/// truncated mantissa cannot become zero, which would read back as infinity).
+/// </summary>
+public static class HalfPrecision
+{
+    public static ushort SingleToBFloat16(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        if ((bits & 0x7FFF_FFFFu) > 0x7F80_0000u)
+        {
+            // NaN: keep sign and top payload bits, force the quiet bit.
+            return (ushort)((bits >> 16) | 0x0040u);
+        }
+        // Adding 0x7FFF plus the lowest kept bit rounds the dropped half to nearest, ties to even.
+        // A carry out of the mantissa correctly bumps the exponent (up to infinity for the largest values).
+        uint lowestKept = (bits >> 16) & 1u;
+        return (ushort)((bits + 0x7FFFu + lowestKept) >> 16);
+    }
+
+    public static float BFloat16ToSingle(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
+
+    public static ushort SingleToHalf(float value) => BitConverter.HalfToUInt16Bits((Half)value);
+
+    public static float HalfToSingle(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
+
+    public static void SingleToBFloat16(ReadOnlySpan<float> source, Span<ushort> destination)
+    {
+        CheckLengths(source.Length, destination.Length);
+        for (int i = 0; i < source.Length; i++) destination[i] = SingleToBFloat16(source[i]);
+    }
+
+    public static void BFloat16ToSingle(ReadOnlySpan<ushort> source, Span<float> destination)
+    {
+        CheckLengths(source.Length, destination.Length);
+        for (int i = 0; i < source.Length; i++) destination[i] = BFloat16ToSingle(source[i]);
+    }
+
+    public static void SingleToHalf(ReadOnlySpan<float> source, Span<ushort> destination)
+    {
+        CheckLengths(source.Length, destination.Length);
+        for (int i = 0; i < source.Length; i++) destination[i] = SingleToHalf(source[i]);
+    }
+
+    public static void HalfToSingle(ReadOnlySpan<ushort> source, Span<float> destination)
+    {
+        CheckLengths(source.Length, destination.Length);
+        for (int i = 0; i < source.Length; i++) destination[i] = HalfToSingle(source[i]);
+    }
+
+    private static void CheckLengths(int source, int destination)
+    {
+        if (source != destination)
+            throw new ArgumentException($"source has {source} elements but destination has {destination}");
+    }
+}
+
+/// <summary>Decoding and encoding of little-endian element bytes, shared by the tensor and file types.</summary>
+internal static class ElementCodec
+{
+    /// <summary>Decodes <paramref name="source"/> (raw little-endian elements of <paramref name="type"/>) into floats.</summary>
+    public static void DecodeToFloat32(StorageType type, ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        int size = type.ElementSize();
+        if (source.Length != destination.Length * size)
+            throw new ArgumentException($"{source.Length} bytes of {type.DtypeName()} do not hold {destination.Length} elements");
+        switch (type)
+        {
+            case StorageType.F32:
+                if (BitConverter.IsLittleEndian)
+                    source.CopyTo(MemoryMarshal.AsBytes(destination));
+                else
+                    for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadSingleLittleEndian(source[(4 * i)..]);
+                break;
+            case StorageType.F16:
+                for (int i = 0; i < destination.Length; i++) destination[i] = HalfPrecision.HalfToSingle(BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]));
+                break;
+            case StorageType.BF16:
+                for (int i = 0; i < destination.Length; i++) destination[i] = HalfPrecision.BFloat16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]));
+                break;
+            case StorageType.F64:
+                for (int i = 0; i < destination.Length; i++) destination[i] = (float)BinaryPrimitives.ReadDoubleLittleEndian(source[(8 * i)..]);
+                break;
+            case StorageType.I32:
+                for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadInt32LittleEndian(source[(4 * i)..]);
+                break;
+            case StorageType.I64:
+                for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadInt64LittleEndian(source[(8 * i)..]);
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(type), type, "unknown storage type");
+        }
+    }
+
+    /// <summary>Encodes floats as raw little-endian elements of a floating-point <paramref name="type"/>.</summary>
+    public static void EncodeFromFloat32(StorageType type, ReadOnlySpan<float> source, Span<byte> destination)
+    {
+        int size = type.ElementSize();
+        if (destination.Length != source.Length * size)
+            throw new ArgumentException($"{destination.Length} bytes of {type.DtypeName()} do not hold {source.Length} elements");
+        switch (type)
+        {
+            case StorageType.F32:
+                if (BitConverter.IsLittleEndian)
+                    MemoryMarshal.AsBytes(source).CopyTo(destination);
+                else
+                    for (int i = 0; i < source.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(destination[(4 * i)..], source[i]);
+                break;
+            case StorageType.F16:
+                for (int i = 0; i < source.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(destination[(2 * i)..], HalfPrecision.SingleToHalf(source[i]));
+                break;
+            case StorageType.BF16:
+                for (int i = 0; i < source.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(destination[(2 * i)..], HalfPrecision.SingleToBFloat16(source[i]));
+                break;
+            case StorageType.F64:
+                for (int i = 0; i < source.Length; i++) BinaryPrimitives.WriteDoubleLittleEndian(destination[(8 * i)..], source[i]);
+                break;
+            default:
+                throw new ArgumentException($"cannot store floats as {type.DtypeName()}; use F32, F16, BF16 or F64", nameof(type));
+        }
+    }
+}
