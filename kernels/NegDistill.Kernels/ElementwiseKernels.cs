@@ -1,0 +1,57 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace NegDistill.Kernels;
+
+/// <summary>Fill, axpy, scale and the two reductions the trainer needs (Σx² for gradient clipping,
+/// a non-finite count for NaN/Inf detection). CPU twin: <see cref="NegDistill.Runtime.CpuBackend"/>.
+/// The reductions write one partial per group (fixed grid, fixed tree), summed on the host in double.</summary>
+public static class ElementwiseKernels
+{
+    public const int ReduceGroups = 256;
+
+    public static void FillKernel(Index1D i, ArrayView<float> y, float v) => y[i] = v;
+    public static void AxpyKernel(Index1D i, ArrayView<float> y, ArrayView<float> x, float a) => y[i] += a * x[i];
+    public static void ScaleKernel(Index1D i, ArrayView<float> y, float a) => y[i] *= a;
+
+    /// <summary>Grid: ReduceGroups groups. mode 0: Σx²; mode 1: count of non-finite values; mode 2: Σx.</summary>
+    public static void ReduceKernel(ArrayView<float> x, ArrayView<float> partial, long n, int mode)
+    {
+        var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        float acc = 0f;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = (long)Grid.IdxX * Group.DimX + Group.IdxX; i < n; i += stride)
+        {
+            float v = x[i];
+            if (mode == 0) acc += v * v;
+            else if (mode == 2) acc += v;
+            else if (float.IsNaN(v) || float.IsInfinity(v)) acc += 1f;
+        }
+        acc = GroupReduce.Sum(acc, sh);
+        if (Group.IdxX == 0) partial[Grid.IdxX] = acc;
+    }
+
+    public sealed class Launcher(Accelerator acc, int group)
+    {
+        readonly Action<Index1D, ArrayView<float>, float> _fill = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float>(FillKernel);
+        readonly Action<Index1D, ArrayView<float>, ArrayView<float>, float> _axpy = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, float>(AxpyKernel);
+        readonly Action<Index1D, ArrayView<float>, float> _scale = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float>(ScaleKernel);
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, long, int> _reduce =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int>(ReduceKernel);
+        readonly MemoryBuffer1D<float, Stride1D.Dense> _partial = acc.Allocate1D<float>(ReduceGroups);
+        readonly float[] _host = new float[ReduceGroups];
+
+        public void Fill(ArrayView<float> y, float v, long n) => _fill((int)n, y, v);
+        public void Axpy(ArrayView<float> y, ArrayView<float> x, float a, long n) => _axpy((int)n, y, x, a);
+        public void Scale(ArrayView<float> y, float a, long n) => _scale((int)n, y, a);
+
+        public double Reduce(ArrayView<float> x, long n, int mode)
+        {
+            _reduce(new KernelConfig(ReduceGroups, group), x, _partial.View, n, mode);
+            _partial.CopyToCPU(_host);
+            double s = 0;
+            foreach (float p in _host) s += p;
+            return s;
+        }
+    }
+}

@@ -1,0 +1,215 @@
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using NegDistill.Runtime;
+
+namespace NegDistill.Kernels;
+
+/// <summary>A tensor in accelerator memory: a dense 1-D view of float, int or raw 16-bit words,
+/// owning its buffer unless it is a view of another tensor.</summary>
+public sealed class IlgpuTensor : Tensor
+{
+    readonly MemoryBuffer? _owned;
+
+    internal IlgpuTensor(Accelerator acc, string name, DType dtype, int[] shape) : base(name, dtype, shape)
+    {
+        switch (dtype)
+        {
+            case DType.F32: { var m = acc.Allocate1D<float>(Length); m.MemSetToZero(); _owned = m; FV = m.View; break; }
+            case DType.I32: { var m = acc.Allocate1D<int>(Length); m.MemSetToZero(); _owned = m; IV = m.View; break; }
+            default: { var m = acc.Allocate1D<ushort>(Length); m.MemSetToZero(); _owned = m; HV = m.View; break; }
+        }
+    }
+
+    internal IlgpuTensor(IlgpuTensor parent, long offset, int[] shape) : base(parent.Name + $"@{offset}", parent.DType, shape)
+    {
+        if (offset < 0 || offset + Length > parent.Length) throw new ArgumentException($"view [{offset}, {offset + Length}) is outside {parent}");
+        if (parent.FV.IsValid) FV = parent.FV.SubView(offset, Length);
+        if (parent.IV.IsValid) IV = parent.IV.SubView(offset, Length);
+        if (parent.HV.IsValid) HV = parent.HV.SubView(offset, Length);
+    }
+
+    internal ArrayView<float> FV { get; }
+    internal ArrayView<int> IV { get; }
+    internal ArrayView<ushort> HV { get; }
+    public override void Dispose() => _owned?.Dispose();
+}
+
+/// <summary>Which ILGPU device runs the kernels.</summary>
+public enum IlgpuDevice { Auto, Cuda, Cpu }
+
+/// <summary>
+/// <see cref="IBackend"/> on ILGPU: CUDA when present, else ILGPU's CPU accelerator, which runs the
+/// very same kernels (slowly) so they are tested on machines without a GPU. Kernels are loaded once
+/// here, at construction, into typed launchers (ILGPU compiles each on first load).
+/// </summary>
+public sealed class IlgpuBackend : IBackend
+{
+    readonly Context _ctx;
+    public Accelerator Accelerator { get; }
+    readonly int _group;
+    readonly MatMulKernels.Launcher _mm;
+    readonly ElementwiseKernels.Launcher _ew;
+    readonly EmbeddingKernels.Launcher _emb;
+    readonly RmsNormKernels.Launcher _rms;
+    readonly RopeKernels.Launcher _rope;
+    readonly AttentionKernels.Launcher _attn;
+    readonly SwiGluKernels.Launcher _swiglu;
+    readonly DropoutKernels.Launcher _drop;
+    readonly CrossEntropyKernels.Launcher _ce;
+    readonly AdamWKernels.Launcher _adam;
+    readonly MemoryBuffer1D<float, Stride1D.Dense> _dummyF;
+    readonly MemoryBuffer1D<ushort, Stride1D.Dense> _dummyH;
+    readonly Dictionary<(int, float), MemoryBuffer1D<float, Stride1D.Dense>> _invFreq = new();
+
+    public IlgpuBackend(IlgpuDevice device = IlgpuDevice.Auto)
+    {
+        // ILGPU's CPU accelerator runs each simulated group thread as an OS thread and its barriers
+        // as real synchronisation, so it gets small groups (4 warps of 4 threads, 2 groups at a time
+        // on 2 cores); the kernels read their group size at run time and work at both sizes.
+        _ctx = Context.Create(b => b.CPU(new CPUDevice(4, 4, 2)).Cuda().EnableAlgorithms());
+        Accelerator? acc = null;
+        if (device != IlgpuDevice.Cpu)
+        {
+            var cuda = _ctx.GetCudaDevices();
+            if (cuda.Count > 0) acc = cuda[0].CreateAccelerator(_ctx);
+            else if (device == IlgpuDevice.Cuda) throw new InvalidOperationException("no CUDA device found (ILGPU saw none); use --device cpu");
+        }
+        Accelerator = acc ?? _ctx.GetCPUDevice(0).CreateAccelerator(_ctx);
+        _group = Math.Min(GroupReduce.MaxGroup, Accelerator.MaxNumThreadsPerGroup);
+        if (_group < 16 || (_group & (_group - 1)) != 0)
+            throw new InvalidOperationException($"accelerator {Accelerator.Name} allows {_group} threads per group; the kernels need a power of two ≥ 16");
+        _mm = new(Accelerator, _group >= 256 ? 16 : 4);
+        _ew = new(Accelerator, _group);
+        _emb = new(Accelerator);
+        _rms = new(Accelerator, _group);
+        _rope = new(Accelerator);
+        _attn = new(Accelerator, _group);
+        _swiglu = new(Accelerator);
+        _drop = new(Accelerator);
+        _ce = new(Accelerator, _group);
+        _adam = new(Accelerator);
+        _dummyF = Accelerator.Allocate1D<float>(1);
+        _dummyH = Accelerator.Allocate1D<ushort>(1);
+    }
+
+    public string Name => Accelerator.AcceleratorType == AcceleratorType.Cuda ? $"ilgpu-cuda ({Accelerator.Name})" : "ilgpu-cpu";
+    public bool IsCuda => Accelerator.AcceleratorType == AcceleratorType.Cuda;
+
+    static IlgpuTensor G(Tensor t) => t as IlgpuTensor ?? throw new ArgumentException($"tensor {t} does not belong to the ILGPU backend");
+    static ArrayView<float> F(Tensor t) => t.DType == DType.F32 ? G(t).FV : throw new ArgumentException($"tensor {t} is {t.DType}, the op needs F32");
+    static ArrayView<int> I(Tensor t) => t.DType == DType.I32 ? G(t).IV : throw new ArgumentException($"tensor {t} is {t.DType}, the op needs I32");
+    static ArrayView<ushort> H(Tensor t) => t.DType is DType.F16 or DType.BF16 ? G(t).HV : throw new ArgumentException($"tensor {t} is {t.DType}, the op needs F16/BF16");
+
+    public Tensor Alloc(string name, DType dtype, params int[] shape) => new IlgpuTensor(Accelerator, name, dtype, shape);
+    public Tensor View(Tensor t, long offset, params int[] shape) => new IlgpuTensor(G(t), offset, shape);
+
+    public void Upload(Tensor t, ReadOnlySpan<float> src)
+    {
+        if (src.Length > t.Length) throw new ArgumentException($"upload of {src.Length} values into {t}");
+        if (t.DType == DType.F32) { F(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length); return; }
+        var tmp = new ushort[src.Length]; bool bf = t.DType == DType.BF16;
+        for (int i = 0; i < src.Length; i++) tmp[i] = HalfBits.Narrow(src[i], bf);
+        UploadRaw16(t, tmp);
+    }
+    public void Upload(Tensor t, ReadOnlySpan<int> src) => I(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
+    public void UploadRaw16(Tensor t, ReadOnlySpan<ushort> src) => H(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
+    public void Download(Tensor t, Span<float> dst)
+    {
+        int n = (int)Math.Min(dst.Length, t.Length);
+        if (t.DType == DType.F32) { F(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n); return; }
+        var tmp = new ushort[n]; DownloadRaw16(t, tmp); bool bf = t.DType == DType.BF16;
+        for (int i = 0; i < n; i++) dst[i] = HalfBits.Widen(tmp[i], bf);
+    }
+    public void Download(Tensor t, Span<int> dst)
+    {
+        int n = (int)Math.Min(dst.Length, t.Length);
+        I(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n);
+    }
+    public void DownloadRaw16(Tensor t, Span<ushort> dst)
+    {
+        int n = (int)Math.Min(dst.Length, t.Length);
+        H(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n);
+    }
+    public void Fill(Tensor t, float value)
+    {
+        switch (t.DType)
+        {
+            case DType.F32: _ew.Fill(F(t), value, t.Length); break;
+            case DType.I32 when value == 0f: I(t).MemSetToZero(); break;
+            case DType.F16 or DType.BF16 when value == 0f: H(t).MemSetToZero(); break;
+            default: throw new ArgumentException($"fill of {t} with {value}: only F32 takes non-zero fills");
+        }
+    }
+    public void Copy(Tensor dst, Tensor src)
+    {
+        if (dst.DType != src.DType) throw new ArgumentException($"copy {src} → {dst}: storage kinds differ");
+        long n = Math.Min(dst.Length, src.Length);
+        switch (src.DType)
+        {
+            case DType.F32: F(src).SubView(0, n).CopyTo(F(dst).SubView(0, n)); break;
+            case DType.I32: I(src).SubView(0, n).CopyTo(I(dst).SubView(0, n)); break;
+            default: H(src).SubView(0, n).CopyTo(H(dst).SubView(0, n)); break;
+        }
+    }
+    public void Synchronize() => Accelerator.Synchronize();
+
+    public void Axpy(Tensor y, Tensor x, float a, long n) => _ew.Axpy(F(y), F(x), a, n);
+    public void Scale(Tensor y, float a, long n) => _ew.Scale(F(y), a, n);
+    public double SumSquares(Tensor x, long n) => _ew.Reduce(F(x), n, 0);
+    public double Sum(Tensor x, long n) => _ew.Reduce(F(x), n, 2);
+    public bool HasNonFinite(Tensor x, long n) => _ew.Reduce(F(x), n, 1) > 0;
+
+    public void MatMul(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, float alpha = 1f, float beta = 0f)
+    {
+        a.Expect((long)m * k, "MatMul A"); b.Expect((long)n * k, "MatMul B"); c.Expect((long)m * n, "MatMul C");
+        var d = new MatMulKernels.Dims
+        {
+            M = m, N = n, K = k, Lda = transA ? m : k, Ldb = transB ? k : n, Ldc = n, TransA = transA ? 1 : 0, TransB = transB ? 1 : 0,
+            BKind = b.DType switch { DType.F32 => 0, DType.F16 => 1, DType.BF16 => 2, _ => throw new ArgumentException($"MatMul B {b}: unsupported dtype") },
+            Alpha = alpha, Beta = beta,
+        };
+        _mm.Launch(F(c), F(a), b.DType == DType.F32 ? F(b) : _dummyF.View, b.DType == DType.F32 ? _dummyH.View : H(b), d);
+    }
+
+    public void EmbeddingForward(Tensor outp, Tensor tokens, Tensor wte, int n, int c) => _emb.Forward(F(outp), I(tokens), F(wte), n, c);
+    public void EmbeddingBackward(Tensor dwte, Tensor tokens, Tensor dout, int n, int c) => _emb.Backward(F(dwte), I(tokens), F(dout), n, c);
+    public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps) => _rms.Forward(F(outp), F(rstd), F(x), F(w), n, c, eps);
+    public void RmsNormBackward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) => _rms.Backward(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c);
+
+    public void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse)
+    {
+        if (!_invFreq.TryGetValue((headDim, theta), out var tab))
+        {
+            var host = new float[headDim / 2];
+            for (int i = 0; i < host.Length; i++) host[i] = Ops.Rope.InvFreq(i, headDim, theta);
+            tab = Accelerator.Allocate1D(host);
+            _invFreq[(headDim, theta)] = tab;
+        }
+        _rope.Apply(F(x), I(pos), tab.View, n, nHeads, headDim, inverse);
+    }
+
+    public void AttentionForward(Tensor outp, Tensor att, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim)
+        => _attn.Forward(F(outp), F(att), F(q), F(k), F(v), F(keyMask), b, t, nHeads, headDim);
+    public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim)
+        => _attn.Backward(F(dq), F(dk), F(dv), F(datt), F(dout), F(att), F(q), F(k), F(v), b, t, nHeads, headDim);
+
+    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n);
+    public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => _swiglu.Backward(F(dgate), F(dup), F(dh), F(gate), F(up), n);
+    public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => _drop.Forward(F(y), F(x), p, seed, n);
+    public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n);
+    public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, float weight, bool computeGrad)
+        => _ce.Fused(F(logits), F(losses), I(targets), n, v, weight, computeGrad);
+    public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
+        => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
+
+    public void Dispose()
+    {
+        foreach (var b in _invFreq.Values) b.Dispose();
+        _dummyF.Dispose(); _dummyH.Dispose();
+        Accelerator.Dispose();
+        _ctx.Dispose();
+    }
+}

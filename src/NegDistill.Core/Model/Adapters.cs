@@ -1,0 +1,109 @@
+using NegDistill.Runtime;
+
+namespace NegDistill.Model;
+
+/// <summary>The seven linear projections of a LLaMA layer, by their Hugging Face module names.</summary>
+public enum Proj { q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj }
+
+/// <summary>What an adapter needs to know about the current pass.</summary>
+public sealed class PassContext
+{
+    /// <summary>Dropout and other training-only behaviour is on.</summary>
+    public bool Training { get; set; }
+    /// <summary>Seed of this optimiser step's random draws (dropout masks); the same value must be seen
+    /// by a layer's forward, its recomputed forward and its backward.</summary>
+    public ulong StepSeed { get; set; }
+}
+
+/// <summary>
+/// Something that modifies one projection y = x·Wᵀ of one layer: LoRA, NAT's pair of LoRAs with the
+/// dynamic integration unit. Forward receives y = x·Wᵀ already computed and adds its contribution;
+/// backward accumulates into dx and its own parameter gradients (the frozen W's part of dx is done
+/// by the model).
+/// </summary>
+public interface IProjectionAdapter : IDisposable
+{
+    /// <param name="x">(N,in)</param><param name="y">(N,out) holds x·Wᵀ on entry</param>
+    void Forward(PassContext ctx, Tensor x, Tensor y, int n);
+    /// <param name="dy">(N,out)</param><param name="dx">(N,in) +=</param>
+    void Backward(PassContext ctx, Tensor x, Tensor dy, Tensor dx, int n);
+    IEnumerable<Param> Parameters { get; }
+}
+
+/// <summary>LoRA settings (method.md: r = 8, alpha = 16, dropout 0.05 on q_proj and v_proj).</summary>
+public sealed record LoraConfig
+{
+    public int Rank { get; init; } = 8;
+    public float Alpha { get; init; } = 16f;
+    public float Dropout { get; init; } = 0.05f;
+    public Proj[] Targets { get; init; } = [Proj.q_proj, Proj.v_proj];
+    public float Scale => Alpha / Rank;
+
+    public static Proj ParseTarget(string s) => Enum.TryParse<Proj>(s, out var p) ? p
+        : throw new ArgumentException($"unknown LoRA target module '{s}' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+}
+
+/// <summary>
+/// LoRA on one projection: Δy = s · B(A·drop(x)), s = alpha/r; A (r,in) Kaiming-uniform, B (out,r) zero.
+/// Forward keeps drop(x) (N,in) and xa = drop(x)·Aᵀ (N,r) for the backward.
+///   dB += s · dyᵀ·xa        dxa = s · dy·B        dA += dxaᵀ·drop(x)        dx += drop'(dxa·A)
+/// </summary>
+public sealed class LoraAdapter : IProjectionAdapter
+{
+    readonly IBackend _ops;
+    readonly int _in, _out, _r;
+    readonly float _scale, _p;
+    readonly ulong _id;
+    Tensor? _xd, _xa, _dxa, _dxd;
+    int _cap;
+
+    public LoraAdapter(IBackend ops, string prefix, int inFeatures, int outFeatures, LoraConfig cfg, ulong seed, ulong id, bool trainable = true)
+    {
+        (_ops, _in, _out, _r, _scale, _p, _id) = (ops, inFeatures, outFeatures, cfg.Rank, cfg.Scale, cfg.Dropout, id);
+        A = new Param(ops, prefix + ".lora_A.weight", DType.F32, trainable, _r, _in);
+        B = new Param(ops, prefix + ".lora_B.weight", DType.F32, trainable, _out, _r);
+        ops.Upload(A.W, Init.KaimingUniform(A.Length, _in, CounterRng.Derive(seed, id, 0xA)));
+    }
+
+    public Param A { get; }
+    public Param B { get; }
+    public IEnumerable<Param> Parameters => [A, B];
+
+    void Ensure(int n)
+    {
+        if (n <= _cap) return;
+        _xd?.Dispose(); _xa?.Dispose(); _dxa?.Dispose(); _dxd?.Dispose();
+        _xd = _ops.Alloc(A.Name + ".xd", DType.F32, n, _in);
+        _xa = _ops.Alloc(A.Name + ".xa", DType.F32, n, _r);
+        _dxa = _ops.Alloc(A.Name + ".dxa", DType.F32, n, _r);
+        _dxd = _ops.Alloc(A.Name + ".dxd", DType.F32, n, _in);
+        _cap = n;
+    }
+
+    ulong Seed(PassContext ctx) => CounterRng.Derive(ctx.StepSeed, _id, 0xD);
+    float P(PassContext ctx) => ctx.Training ? _p : 0f;
+
+    public void Forward(PassContext ctx, Tensor x, Tensor y, int n)
+    {
+        Ensure(n);
+        _ops.DropoutForward(_xd!, x, P(ctx), Seed(ctx), (long)n * _in);
+        _ops.MatMul(_xa!, _xd!, A.W, n, _r, _in, false, true);                       // xa(N,r) = xd·Aᵀ
+        _ops.MatMul(y, _xa!, B.W, n, _out, _r, false, true, _scale, 1f);            // y += s·xa·Bᵀ
+    }
+
+    public void Backward(PassContext ctx, Tensor x, Tensor dy, Tensor dx, int n)
+    {
+        Ensure(n);
+        if (B.Trainable) _ops.MatMul(B.Grad!, dy, _xa!, _out, _r, n, true, false, _scale, 1f);   // dB += s·dyᵀ·xa
+        _ops.MatMul(_dxa!, dy, B.W, n, _r, _out, false, false, _scale, 0f);                        // dxa = s·dy·B
+        if (A.Trainable) _ops.MatMul(A.Grad!, _dxa!, _xd!, _r, _in, n, true, false, 1f, 1f);     // dA += dxaᵀ·xd
+        _ops.MatMul(_dxd!, _dxa!, A.W, n, _in, _r, false, false);                                  // dxd = dxa·A
+        _ops.DropoutBackward(dx, _dxd!, P(ctx), Seed(ctx), (long)n * _in);                         // dx += drop'(dxd)
+    }
+
+    public void Dispose()
+    {
+        A.Dispose(); B.Dispose();
+        _xd?.Dispose(); _xa?.Dispose(); _dxa?.Dispose(); _dxd?.Dispose();
+    }
+}

@@ -1,0 +1,372 @@
+using NegDistill.Runtime;
+
+namespace NegDistill.Model;
+
+/// <summary>One batch of padded sequences, host side. Right padding for training, left padding for
+/// prompts; positions are derived from the mask (the count of real tokens before each one).</summary>
+public sealed record ModelBatch(int B, int T, int[] Tokens, int[] Targets, float[] Mask)
+{
+    /// <summary>RoPE positions: 0, 1, 2, ... over the real tokens of each row (pads get the position
+    /// of the next real token, which is never attended to).</summary>
+    public int[] Positions()
+    {
+        var pos = new int[B * T];
+        for (int b = 0; b < B; b++)
+        {
+            int p = 0;
+            for (int t = 0; t < T; t++) { pos[b * T + t] = p; if (Mask[b * T + t] != 0f) p++; }
+        }
+        return pos;
+    }
+
+    public int LossTokens { get { int c = 0; foreach (int y in Targets) if (y >= 0) c++; return c; } }
+
+    public void Validate(int vocab, string what = "batch")
+    {
+        if (Tokens.Length != B * T || Targets.Length != B * T || Mask.Length != B * T)
+            throw new ArgumentException($"{what}: B·T = {B * T} but tokens/targets/mask have {Tokens.Length}/{Targets.Length}/{Mask.Length}");
+        for (int i = 0; i < Tokens.Length; i++)
+        {
+            if ((uint)Tokens[i] >= (uint)vocab) throw new ArgumentException($"{what}: token {Tokens[i]} at row {i / T}, position {i % T} is outside the vocabulary of {vocab}");
+            if (Targets[i] >= vocab) throw new ArgumentException($"{what}: target {Targets[i]} at row {i / T}, position {i % T} is outside the vocabulary of {vocab}");
+        }
+    }
+}
+
+/// <summary>Weights of one decoder layer, under Hugging Face names.</summary>
+public sealed class LayerWeights
+{
+    public required Param AttnNorm, Wq, Wk, Wv, Wo, MlpNorm, Gate, Up, Down;
+    public Param Get(Proj p) => p switch
+    {
+        Proj.q_proj => Wq, Proj.k_proj => Wk, Proj.v_proj => Wv, Proj.o_proj => Wo,
+        Proj.gate_proj => Gate, Proj.up_proj => Up, _ => Down,
+    };
+    public IEnumerable<Param> All => [AttnNorm, Wq, Wk, Wv, Wo, MlpNorm, Gate, Up, Down];
+}
+
+/// <summary>
+/// A LLaMA decoder (RMSNorm → attention with RoPE → residual → RMSNorm → SwiGLU MLP → residual,
+/// final RMSNorm, untied LM head) written against <see cref="IBackend"/>, with a hand-written
+/// backward. Shapes: N = B·T rows, C = Dim, F = FfnDim, V = Vocab, H heads of hd = C/H.
+/// The loss is computed by an <see cref="ILossHead"/> over row chunks of the logits so that at most
+/// one chunk of N×V exists at a time.
+/// </summary>
+public sealed class LlamaModel : IDisposable
+{
+    public IBackend Ops { get; }
+    public LlamaConfig Config { get; }
+    public Param Embed { get; }
+    public LayerWeights[] Layers { get; }
+    public Param FinalNorm { get; }
+    public Param LmHead { get; }
+    public Dictionary<(int Layer, Proj Proj), IProjectionAdapter> Adapters { get; } = new();
+    public PassContext Pass { get; } = new();
+    /// <summary>Recompute each layer's activations in backward from its input instead of keeping them
+    /// (memory: one layer's activations instead of L).</summary>
+    public bool Recompute { get; set; }
+    /// <summary>Upper bound on logits floats held at once (rows per chunk = this / V).</summary>
+    public long LogitsBudget { get; set; } = 1 << 22;
+
+    readonly int C, F, V, H, Hd;
+
+    /// <summary>Allocates the base model; trainable base weights must be F32. Weights are random
+    /// (normal 0.02, norms 1) from the seed; load a checkpoint over them for real weights.</summary>
+    public LlamaModel(IBackend ops, LlamaConfig cfg, DType weightType = DType.F32, bool trainBase = false, ulong seed = 1)
+    {
+        cfg.Validate();
+        (Ops, Config) = (ops, cfg);
+        (C, F, V, H, Hd) = (cfg.Dim, cfg.FfnDim, cfg.Vocab, cfg.Heads, cfg.HeadDim);
+        if (trainBase && weightType != DType.F32) throw new ArgumentException("full fine-tuning needs F32 base weights");
+        ulong pid = 0;
+        Param Mk(string name, bool isNorm, params int[] shape)
+        {
+            // norms and the embedding stay F32 (small, and the embedding is a gather, not a matmul)
+            var dt = isNorm || name == "model.embed_tokens.weight" ? DType.F32 : weightType;
+            var p = new Param(ops, name, dt, trainBase, shape);
+            if (isNorm) ops.Fill(p.W, 1f);
+            else ops.Upload(p.W, Init.Normal(p.Length, 0.02f, CounterRng.Derive(seed, pid)));
+            pid++;
+            return p;
+        }
+        Embed = Mk("model.embed_tokens.weight", false, V, C);
+        Layers = new LayerWeights[cfg.Layers];
+        for (int l = 0; l < cfg.Layers; l++)
+        {
+            string p = $"model.layers.{l}.";
+            Layers[l] = new LayerWeights
+            {
+                AttnNorm = Mk(p + "input_layernorm.weight", true, C),
+                Wq = Mk(p + "self_attn.q_proj.weight", false, C, C),
+                Wk = Mk(p + "self_attn.k_proj.weight", false, C, C),
+                Wv = Mk(p + "self_attn.v_proj.weight", false, C, C),
+                Wo = Mk(p + "self_attn.o_proj.weight", false, C, C),
+                MlpNorm = Mk(p + "post_attention_layernorm.weight", true, C),
+                Gate = Mk(p + "mlp.gate_proj.weight", false, F, C),
+                Up = Mk(p + "mlp.up_proj.weight", false, F, C),
+                Down = Mk(p + "mlp.down_proj.weight", false, C, F),
+            };
+        }
+        FinalNorm = Mk("model.norm.weight", true, C);
+        LmHead = Mk("lm_head.weight", false, V, C);
+    }
+
+    public IEnumerable<Param> BaseParameters
+    {
+        get
+        {
+            yield return Embed;
+            foreach (var l in Layers) foreach (var p in l.All) yield return p;
+            yield return FinalNorm;
+            yield return LmHead;
+        }
+    }
+
+    public IEnumerable<Param> TrainableParameters =>
+        BaseParameters.Concat(Adapters.OrderBy(a => a.Key.Layer).ThenBy(a => a.Key.Proj).SelectMany(a => a.Value.Parameters)).Where(p => p.Trainable);
+
+    public static (int In, int Out) ProjShape(LlamaConfig c, Proj p) => p switch
+    {
+        Proj.gate_proj or Proj.up_proj => (c.Dim, c.FfnDim),
+        Proj.down_proj => (c.FfnDim, c.Dim),
+        _ => (c.Dim, c.Dim),
+    };
+
+    public static string ModulePrefix(int layer, Proj p) =>
+        $"base_model.model.model.layers.{layer}.{(p is Proj.gate_proj or Proj.up_proj or Proj.down_proj ? "mlp" : "self_attn")}.{p}";
+
+    /// <summary>Adds a fresh LoRA on every target projection of every layer (PEFT names).</summary>
+    public IReadOnlyList<LoraAdapter> AddLora(LoraConfig cfg, ulong seed, bool trainable = true)
+    {
+        var list = new List<LoraAdapter>();
+        for (int l = 0; l < Layers.Length; l++)
+            foreach (var p in cfg.Targets)
+            {
+                var (i, o) = ProjShape(Config, p);
+                var a = new LoraAdapter(Ops, ModulePrefix(l, p), i, o, cfg, seed, (ulong)(l * 8 + (int)p), trainable);
+                if (Adapters.Remove((l, p), out var old)) old.Dispose();
+                Adapters[(l, p)] = a;
+                list.Add(a);
+            }
+        return list;
+    }
+
+    public void ClearAdapters()
+    {
+        foreach (var a in Adapters.Values) a.Dispose();
+        Adapters.Clear();
+    }
+
+    // ---------------------------------------------------------------- activations
+    sealed class LayerActs : IDisposable
+    {
+        public required Tensor Xn1, Rstd1, Q, K, V, Att, Ao, X2, Xn2, Rstd2, G, U, Hh;
+        public void Dispose() { foreach (var t in new[] { Xn1, Rstd1, Q, K, V, Att, Ao, X2, Xn2, Rstd2, G, U, Hh }) t.Dispose(); }
+    }
+
+    sealed class Scratch : IDisposable
+    {
+        public required Tensor Dres, Dx2, Dxn, Dq, Dk, Dv, Datt, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses, DwSink;
+        public void Dispose() { foreach (var t in new[] { Dres, Dx2, Dxn, Dq, Dk, Dv, Datt, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses, DwSink }) t.Dispose(); }
+    }
+
+    int _b, _t;
+    Tensor[] _xs = [];                 // residual stream at each layer input, and after the last: (L+1) × (N,C)
+    LayerActs[] _acts = [];            // L sets, or 1 shared set when recomputing
+    Scratch? _s;
+    Tensor? _tokens, _pos, _mask, _targets;
+    public int ChunkRows { get; private set; }
+
+    void Ensure(int b, int t)
+    {
+        if (b == _b && t == _t && _s != null && _acts.Length == (Recompute ? 1 : Layers.Length)) return;
+        FreeActivations();
+        (_b, _t) = (b, t);
+        int n = b * t;
+        var o = Ops;
+        _xs = Enumerable.Range(0, Layers.Length + 1).Select(i => o.Alloc($"x{i}", DType.F32, n, C)).ToArray();
+        _acts = Enumerable.Range(0, Recompute ? 1 : Layers.Length).Select(i => new LayerActs
+        {
+            Xn1 = o.Alloc($"l{i}.xn1", DType.F32, n, C), Rstd1 = o.Alloc($"l{i}.rstd1", DType.F32, n),
+            Q = o.Alloc($"l{i}.q", DType.F32, n, C), K = o.Alloc($"l{i}.k", DType.F32, n, C), V = o.Alloc($"l{i}.v", DType.F32, n, C),
+            Att = o.Alloc($"l{i}.att", DType.F32, b, H, t, t), Ao = o.Alloc($"l{i}.ao", DType.F32, n, C),
+            X2 = o.Alloc($"l{i}.x2", DType.F32, n, C), Xn2 = o.Alloc($"l{i}.xn2", DType.F32, n, C), Rstd2 = o.Alloc($"l{i}.rstd2", DType.F32, n),
+            G = o.Alloc($"l{i}.g", DType.F32, n, F), U = o.Alloc($"l{i}.u", DType.F32, n, F), Hh = o.Alloc($"l{i}.h", DType.F32, n, F),
+        }).ToArray();
+        ChunkRows = (int)Math.Max(1, Math.Min(n, LogitsBudget / V));
+        _s = new Scratch
+        {
+            Dres = o.Alloc("dres", DType.F32, n, C), Dx2 = o.Alloc("dx2", DType.F32, n, C), Dxn = o.Alloc("dxn", DType.F32, n, C),
+            Dq = o.Alloc("dq", DType.F32, n, C), Dk = o.Alloc("dk", DType.F32, n, C), Dv = o.Alloc("dv", DType.F32, n, C),
+            Datt = o.Alloc("datt", DType.F32, b, H, t, t), Dao = o.Alloc("dao", DType.F32, n, C),
+            Dh = o.Alloc("dh", DType.F32, n, F), Dg = o.Alloc("dg", DType.F32, n, F), Du = o.Alloc("du", DType.F32, n, F),
+            Xf = o.Alloc("xf", DType.F32, n, C), RstdF = o.Alloc("rstdf", DType.F32, n), Dxf = o.Alloc("dxf", DType.F32, n, C),
+            Logits = o.Alloc("logits", DType.F32, ChunkRows, V), Losses = o.Alloc("losses", DType.F32, n),
+            DwSink = o.Alloc("dw.frozen", DType.F32, C),   // receives norm-weight gradients of frozen norms
+        };
+        _tokens = o.Alloc("tokens", DType.I32, n); _pos = o.Alloc("pos", DType.I32, n);
+        _mask = o.Alloc("mask", DType.F32, n); _targets = o.Alloc("targets", DType.I32, n);
+    }
+
+    void FreeActivations()
+    {
+        foreach (var x in _xs) x.Dispose();
+        foreach (var a in _acts) a.Dispose();
+        _s?.Dispose(); _tokens?.Dispose(); _pos?.Dispose(); _mask?.Dispose(); _targets?.Dispose();
+        _xs = []; _acts = []; _s = null; _b = _t = 0;
+    }
+
+    /// <summary>Final normed hidden states (N,C) of the last forward.</summary>
+    public Tensor Hidden => _s!.Xf;
+    public Tensor TargetsTensor => _targets!;
+    public Tensor LossesTensor => _s!.Losses;
+    public int Rows => _b * _t;
+
+    // ---------------------------------------------------------------- linear with adapters
+    void Linear(int l, Proj p, Tensor x, Tensor y, int n)
+    {
+        var w = Layers[l].Get(p);
+        var (i, o) = ProjShape(Config, p);
+        Ops.MatMul(y, x, w.W, n, o, i, false, true);                                  // y(N,out) = x(N,in)·Wᵀ
+        if (Adapters.TryGetValue((l, p), out var a)) a.Forward(Pass, x, y, n);
+    }
+
+    void LinearBackward(int l, Proj p, Tensor x, Tensor dy, Tensor dx, int n, bool accumulate)
+    {
+        var w = Layers[l].Get(p);
+        var (i, o) = ProjShape(Config, p);
+        Ops.MatMul(dx, dy, w.W, n, i, o, false, false, 1f, accumulate ? 1f : 0f);      // dx(N,in) (+)= dy(N,out)·W(out,in)
+        if (w.Trainable) Ops.MatMul(w.Grad!, dy, x, o, i, n, true, false, 1f, 1f);    // dW(out,in) += dyᵀ·x
+        if (Adapters.TryGetValue((l, p), out var a)) a.Backward(Pass, x, dy, dx, n);
+    }
+
+    // ---------------------------------------------------------------- forward
+    /// <summary>Runs the decoder over the batch and leaves the final normed hidden states in
+    /// <see cref="Hidden"/>. training = dropout on.</summary>
+    public void ForwardHidden(ModelBatch batch, bool training)
+    {
+        batch.Validate(V);
+        Ensure(batch.B, batch.T);
+        Pass.Training = training;
+        Ops.Upload(_tokens!, batch.Tokens);
+        Ops.Upload(_pos!, batch.Positions());
+        Ops.Upload(_mask!, batch.Mask);
+        Ops.Upload(_targets!, batch.Targets);
+        int n = Rows;
+        Ops.EmbeddingForward(_xs[0], _tokens!, Embed.W, n, C);
+        for (int l = 0; l < Layers.Length; l++) LayerForward(l, Acts(l));
+        Ops.RmsNormForward(_s!.Xf, _s.RstdF, _xs[^1], FinalNorm.W, n, C, Config.NormEps);
+    }
+
+    LayerActs Acts(int l) => _acts[Recompute ? 0 : l];
+
+    void LayerForward(int l, LayerActs a)
+    {
+        int n = Rows;
+        var w = Layers[l];
+        var x = _xs[l];
+        Ops.RmsNormForward(a.Xn1, a.Rstd1, x, w.AttnNorm.W, n, C, Config.NormEps);   // xn1(N,C)
+        Linear(l, Proj.q_proj, a.Xn1, a.Q, n);
+        Linear(l, Proj.k_proj, a.Xn1, a.K, n);
+        Linear(l, Proj.v_proj, a.Xn1, a.V, n);
+        Ops.Rope(a.Q, _pos!, n, H, Hd, Config.RopeTheta, false);
+        Ops.Rope(a.K, _pos!, n, H, Hd, Config.RopeTheta, false);
+        Ops.AttentionForward(a.Ao, a.Att, a.Q, a.K, a.V, _mask!, _b, _t, H, Hd);     // ao(N,C), att(B,H,T,T)
+        Ops.Copy(a.X2, x);
+        Linear(l, Proj.o_proj, a.Ao, _s!.Dao, n);                                   // Dao used as scratch for o(ao)
+        Ops.Axpy(a.X2, _s.Dao, 1f, (long)n * C);                                     // x2 = x + o(ao)
+        Ops.RmsNormForward(a.Xn2, a.Rstd2, a.X2, w.MlpNorm.W, n, C, Config.NormEps);
+        Linear(l, Proj.gate_proj, a.Xn2, a.G, n);                                    // g(N,F)
+        Linear(l, Proj.up_proj, a.Xn2, a.U, n);                                      // u(N,F)
+        Ops.SwiGluForward(a.Hh, a.G, a.U, (long)n * F);                              // h(N,F)
+        Ops.Copy(_xs[l + 1], a.X2);
+        Linear(l, Proj.down_proj, a.Hh, _s.Dxn, n);                                  // Dxn as scratch for down(h)
+        Ops.Axpy(_xs[l + 1], _s.Dxn, 1f, (long)n * C);                               // x_{l+1} = x2 + down(h)
+    }
+
+    // ---------------------------------------------------------------- loss + backward
+    /// <summary>Forward, loss through <paramref name="head"/>, and (when backward) the backward pass
+    /// accumulating into every trainable parameter's gradient. Returns the head's loss.</summary>
+    public double Step(ModelBatch batch, ILossHead head, bool backward, bool training = true)
+    {
+        ForwardHidden(batch, training);
+        int n = Rows;
+        head.Begin(this, batch);
+        if (backward) Ops.Fill(_s!.Dxf, 0f);
+        for (int r0 = 0; r0 < n; r0 += ChunkRows)
+        {
+            int rows = Math.Min(ChunkRows, n - r0);
+            var xf = Ops.View(_s!.Xf, (long)r0 * C, rows, C);
+            var logits = Ops.View(_s.Logits, 0, rows, V);
+            Ops.MatMul(logits, xf, LmHead.W, rows, V, C, false, true);               // logits(rows,V) = xf·Wheadᵀ
+            head.Chunk(this, logits, r0, rows, backward);                            // in place: logits → dlogits
+            if (!backward) continue;
+            var dxf = Ops.View(_s.Dxf, (long)r0 * C, rows, C);
+            Ops.MatMul(dxf, logits, LmHead.W, rows, C, V, false, false);             // dxf = dlogits·Whead
+            if (LmHead.Trainable) Ops.MatMul(LmHead.Grad!, logits, xf, V, C, rows, true, false, 1f, 1f);
+        }
+        double loss = head.End(this);
+        if (backward) Backward();
+        return loss;
+    }
+
+    void Backward()
+    {
+        int n = Rows;
+        var s = _s!;
+        Ops.Fill(s.Dres, 0f);
+        Ops.RmsNormBackward(s.Dres, FinalNorm.Grad ?? s.DwSink, s.Dxf, _xs[^1], FinalNorm.W, s.RstdF, n, C);
+        for (int l = Layers.Length - 1; l >= 0; l--)
+        {
+            var a = Acts(l);
+            if (Recompute) LayerForward(l, a);
+            LayerBackward(l, a);
+        }
+        if (Embed.Trainable) Ops.EmbeddingBackward(Embed.Grad!, _tokens!, s.Dres, n, C);
+    }
+
+    void LayerBackward(int l, LayerActs a)
+    {
+        int n = Rows;
+        var s = _s!;
+        var w = Layers[l];
+        // MLP branch: dres is d x_{l+1}; it flows unchanged into d x2
+        Ops.Copy(s.Dx2, s.Dres);
+        LinearBackward(l, Proj.down_proj, a.Hh, s.Dres, s.Dh, n, false);            // dh(N,F)
+        Ops.Fill(s.Dg, 0f); Ops.Fill(s.Du, 0f);
+        Ops.SwiGluBackward(s.Dg, s.Du, s.Dh, a.G, a.U, (long)n * F);
+        LinearBackward(l, Proj.gate_proj, a.Xn2, s.Dg, s.Dxn, n, false);            // dxn2 = dg·Wg
+        LinearBackward(l, Proj.up_proj, a.Xn2, s.Du, s.Dxn, n, true);               //      + du·Wu
+        Ops.RmsNormBackward(s.Dx2, w.MlpNorm.Grad ?? s.DwSink, s.Dxn, a.X2, w.MlpNorm.W, a.Rstd2, n, C);
+        // attention branch
+        LinearBackward(l, Proj.o_proj, a.Ao, s.Dx2, s.Dao, n, false);               // dao(N,C)
+        Ops.Fill(s.Dq, 0f); Ops.Fill(s.Dk, 0f); Ops.Fill(s.Dv, 0f);
+        Ops.AttentionBackward(s.Dq, s.Dk, s.Dv, s.Datt, s.Dao, a.Att, a.Q, a.K, a.V, _b, _t, H, Hd);
+        Ops.Rope(s.Dq, _pos!, n, H, Hd, Config.RopeTheta, true);
+        Ops.Rope(s.Dk, _pos!, n, H, Hd, Config.RopeTheta, true);
+        LinearBackward(l, Proj.q_proj, a.Xn1, s.Dq, s.Dxn, n, false);
+        LinearBackward(l, Proj.k_proj, a.Xn1, s.Dk, s.Dxn, n, true);
+        LinearBackward(l, Proj.v_proj, a.Xn1, s.Dv, s.Dxn, n, true);
+        Ops.Copy(s.Dres, s.Dx2);
+        Ops.RmsNormBackward(s.Dres, w.AttnNorm.Grad ?? s.DwSink, s.Dxn, _xs[l], w.AttnNorm.W, a.Rstd1, n, C);
+    }
+
+    /// <summary>Logits (N,V) of the last position-wise forward, for inference and tests (allocates).</summary>
+    public float[] Logits(ModelBatch batch)
+    {
+        ForwardHidden(batch, false);
+        int n = Rows;
+        using var full = Ops.Alloc("logits.full", DType.F32, n, V);
+        Ops.MatMul(full, _s!.Xf, LmHead.W, n, V, C, false, true);
+        var r = new float[(long)n * V];
+        Ops.Download(full, r);
+        return r;
+    }
+
+    public void Dispose()
+    {
+        FreeActivations();
+        foreach (var p in BaseParameters) p.Dispose();
+        ClearAdapters();
+    }
+}

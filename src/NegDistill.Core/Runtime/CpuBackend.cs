@@ -1,0 +1,209 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using NegDistill.Cpu;
+using NegDistill.Ops;
+
+namespace NegDistill.Runtime;
+
+/// <summary>Storage of the CPU twin: a window (offset, length) onto a managed array, so that
+/// views share storage with their parent. "F32" tensors are held in the backend's T (float for the
+/// fast path, double for the fp64 oracle).</summary>
+public sealed class CpuTensor<T> : Tensor where T : unmanaged, IFloatingPointIeee754<T>
+{
+    internal CpuTensor(string name, DType dtype, int[] shape) : base(name, dtype, shape)
+    {
+        if (Length > Array.MaxLength) throw new ArgumentException($"tensor '{name}' has {Length} elements, more than one CPU array holds");
+        switch (dtype)
+        {
+            case DType.F32: FArr = new T[Length]; break;
+            case DType.I32: IArr = new int[Length]; break;
+            default: HArr = new ushort[Length]; break;
+        }
+    }
+    internal CpuTensor(CpuTensor<T> parent, long offset, int[] shape) : base(parent.Name + $"@{offset}", parent.DType, shape)
+    {
+        if (offset < 0 || offset + Length > parent.Length) throw new ArgumentException($"view [{offset}, {offset + Length}) is outside {parent}");
+        (FArr, HArr, IArr, Offset) = (parent.FArr, parent.HArr, parent.IArr, parent.Offset + (int)offset);
+    }
+    internal T[]? FArr { get; }
+    internal ushort[]? HArr { get; }
+    internal int[]? IArr { get; }
+    internal int Offset { get; }
+    public ArraySegment<T> F => new(FArr ?? throw new ArgumentException($"tensor {this} is {DType}, the op needs F32"), Offset, (int)Length);
+    public ArraySegment<int> I => new(IArr ?? throw new ArgumentException($"tensor {this} is {DType}, the op needs I32"), Offset, (int)Length);
+    public ArraySegment<ushort> H => new(HArr ?? throw new ArgumentException($"tensor {this} is {DType}, the op needs F16/BF16"), Offset, (int)Length);
+    public override void Dispose() { }
+}
+
+/// <summary>The SIMD CPU twin in fp32: the fast host path.</summary>
+public sealed class CpuBackend : CpuBackend<float>;
+
+/// <summary>
+/// The CPU twin behind <see cref="IBackend"/>: each op calls the generic implementation in Ops/
+/// with this backend's T, split over rows with Parallel.For where rows are independent (so results
+/// do not depend on the thread count), and the packed SIMD GEMM for matmuls. T = float is the fast
+/// path (<see cref="CpuBackend"/>); T = double is the numerical oracle for gradient checks.
+/// </summary>
+public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754<T>
+{
+    public string Name => typeof(T) == typeof(float) ? "cpu" : $"cpu-{typeof(T).Name.ToLowerInvariant()}";
+
+    static CpuTensor<T> C(Tensor t) => t as CpuTensor<T> ?? throw new ArgumentException($"tensor {t} does not belong to the {typeof(T).Name} CPU backend");
+    static ArraySegment<T> F(Tensor t) => C(t).F;
+
+    /// <summary>Full-precision access for tests and the oracle.</summary>
+    public T[] Read(Tensor t) => F(t).ToArray();
+    public void Write(Tensor t, ReadOnlySpan<T> src) => src.CopyTo(F(t));
+    static ArraySegment<int> I(Tensor t) => C(t).I;
+
+    public Tensor Alloc(string name, DType dtype, params int[] shape) => new CpuTensor<T>(name, dtype, shape);
+    public Tensor View(Tensor t, long offset, params int[] shape) => new CpuTensor<T>(C(t), offset, shape);
+
+    public void Upload(Tensor t, ReadOnlySpan<float> src)
+    {
+        if (src.Length > t.Length) throw new ArgumentException($"upload of {src.Length} values into {t}");
+        if (t.DType == DType.F32) { var f = F(t).AsSpan(); for (int i = 0; i < src.Length; i++) f[i] = T.CreateTruncating(src[i]); return; }
+        var h = C(t).H; bool bf = t.DType == DType.BF16;
+        for (int i = 0; i < src.Length; i++) h[i] = HalfBits.Narrow(src[i], bf);
+    }
+    public void Upload(Tensor t, ReadOnlySpan<int> src) => src.CopyTo(I(t));
+    public void UploadRaw16(Tensor t, ReadOnlySpan<ushort> src) => src.CopyTo(C(t).H);
+    public void Download(Tensor t, Span<float> dst)
+    {
+        int n = (int)Math.Min(t.Length, dst.Length);
+        if (t.DType == DType.F32) { var f = F(t).AsSpan(); for (int i = 0; i < n; i++) dst[i] = float.CreateTruncating(f[i]); return; }
+        var h = C(t).H; bool bf = t.DType == DType.BF16;
+        for (int i = 0; i < n; i++) dst[i] = HalfBits.Widen(h[i], bf);
+    }
+    public void Download(Tensor t, Span<int> dst) => I(t).AsSpan(0, (int)Math.Min(dst.Length, t.Length)).CopyTo(dst);
+    public void DownloadRaw16(Tensor t, Span<ushort> dst) => C(t).H.AsSpan(0, (int)Math.Min(dst.Length, t.Length)).CopyTo(dst);
+    public void Fill(Tensor t, float value)
+    {
+        switch (t.DType)
+        {
+            case DType.F32: F(t).AsSpan().Fill(T.CreateTruncating(value)); break;
+            case DType.I32: I(t).AsSpan().Fill((int)value); break;
+            default: C(t).H.AsSpan().Fill(HalfBits.Narrow(value, t.DType == DType.BF16)); break;
+        }
+    }
+    public void Copy(Tensor dst, Tensor src)
+    {
+        if (dst.DType != src.DType) throw new ArgumentException($"copy {src} → {dst}: storage kinds differ");
+        int n = (int)Math.Min(src.Length, dst.Length);
+        switch (src.DType)
+        {
+            case DType.F32: F(src).AsSpan(0, n).CopyTo(F(dst)); break;
+            case DType.I32: I(src).AsSpan(0, n).CopyTo(I(dst)); break;
+            default: C(src).H.AsSpan(0, n).CopyTo(C(dst).H); break;
+        }
+    }
+    public void Synchronize() { }
+
+    public void Axpy(Tensor y, Tensor x, float a, long n)
+    {
+        var ys = F(y).AsSpan(0, (int)n);
+        TensorPrimitives.MultiplyAdd(F(x).AsSpan(0, (int)n), T.CreateTruncating(a), ys, ys);
+    }
+    public void Scale(Tensor y, float a, long n) { var s = F(y).AsSpan(0, (int)n); TensorPrimitives.Multiply(s, T.CreateTruncating(a), s); }
+    public double Sum(Tensor x, long n)
+    {
+        var f = F(x).AsSpan(); double acc = 0;
+        for (long i = 0; i < n; i += 4096) acc += double.CreateTruncating(TensorPrimitives.Sum<T>(f.Slice((int)i, (int)Math.Min(4096, n - i))));
+        return acc;
+    }
+    public double SumSquares(Tensor x, long n)
+    {
+        // Sum in fixed 4096-element blocks, each block in fp32 by SIMD, blocks in double: the order is
+        // fixed, so the value is the same for every run.
+        var f = F(x).AsSpan(); double acc = 0;
+        for (long i = 0; i < n; i += 4096)
+        {
+            var s = f.Slice((int)i, (int)Math.Min(4096, n - i));
+            acc += double.CreateTruncating(TensorPrimitives.Dot<T>(s, s));
+        }
+        return acc;
+    }
+    public bool HasNonFinite(Tensor x, long n)
+    {
+        var f = F(x).AsSpan(0, (int)n);
+        foreach (T v in f) if (!T.IsFinite(v)) return true;
+        return false;
+    }
+
+    public void MatMul(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, float alpha = 1f, float beta = 0f)
+    {
+        a.Expect((long)m * k, "MatMul A"); b.Expect((long)n * k, "MatMul B"); c.Expect((long)m * n, "MatMul C");
+        int lda = transA ? m : k, ldb = transB ? k : n;
+        if (b.DType == DType.F32)
+            Gemm.Compute<T>(transA, transB, m, n, k, T.CreateTruncating(alpha), F(a), lda, F(b), ldb, T.CreateTruncating(beta), F(c), n);
+        else if (typeof(T) == typeof(float))
+        {
+            var (af, cf) = (F(a), F(c));
+            Gemm.ComputeWide16(transA, transB, m, n, k, alpha, MemoryMarshal.Cast<T, float>(af.AsSpan()), lda, C(b).H, ldb, b.DType == DType.BF16, beta, MemoryMarshal.Cast<T, float>(cf.AsSpan()), n);
+        }
+        else
+        {
+            // oracle precision: widen the 16-bit weights exactly, then multiply in T
+            var h = C(b).H; bool bf = b.DType == DType.BF16;
+            var wide = new T[h.Count];
+            for (int i = 0; i < wide.Length; i++) wide[i] = T.CreateTruncating(HalfBits.Widen(h[i], bf));
+            Gemm.Compute<T>(transA, transB, m, n, k, T.CreateTruncating(alpha), F(a), lda, wide, ldb, T.CreateTruncating(beta), F(c), n);
+        }
+    }
+
+    public void EmbeddingForward(Tensor outp, Tensor tokens, Tensor wte, int n, int c) => Embedding.Forward<T>(F(outp), I(tokens), F(wte), n, c);
+    public void EmbeddingBackward(Tensor dwte, Tensor tokens, Tensor dout, int n, int c) => Embedding.Backward<T>(F(dwte), I(tokens), F(dout), n, c);
+
+    public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps)
+    {
+        var (o, r, xs, ws) = (F(outp), F(rstd), F(x), F(w));
+        Rows(n, (lo, hi) => RmsNorm.Forward<T>(o.AsSpan(lo * c, (hi - lo) * c), r.AsSpan(lo, hi - lo), xs.AsSpan(lo * c, (hi - lo) * c), ws, hi - lo, c, T.CreateTruncating(eps)));
+    }
+    public void RmsNormBackward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c)
+        => RmsNorm.Backward<T>(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c); // dw sums over rows: kept sequential for a fixed order
+
+    public void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse)
+        => Ops.Rope.Apply<T>(F(x), I(pos), n, nHeads, headDim, theta, inverse);
+
+    public void AttentionForward(Tensor outp, Tensor att, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim)
+    {
+        var (o, a, qs, ks, vs, ms) = (F(outp), F(att), F(q), F(k), F(v), F(keyMask));
+        int c = nHeads * headDim, tt = nHeads * t * t;
+        Parallel.For(0, b, bi => Attention.Forward<T>(o.AsSpan(bi * t * c, t * c), a.AsSpan(bi * tt, tt), qs.AsSpan(bi * t * c, t * c),
+            ks.AsSpan(bi * t * c, t * c), vs.AsSpan(bi * t * c, t * c), ms.AsSpan(bi * t, t), 1, t, nHeads, headDim));
+    }
+    public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim)
+    {
+        var (dqs, dks, dvs, das, dos, a, qs, ks, vs) = (F(dq), F(dk), F(dv), F(datt), F(dout), F(att), F(q), F(k), F(v));
+        int c = nHeads * headDim, tt = nHeads * t * t;
+        Parallel.For(0, b, bi => Attention.Backward<T>(dqs.AsSpan(bi * t * c, t * c), dks.AsSpan(bi * t * c, t * c), dvs.AsSpan(bi * t * c, t * c),
+            das.AsSpan(bi * tt, tt), dos.AsSpan(bi * t * c, t * c), a.AsSpan(bi * tt, tt), qs.AsSpan(bi * t * c, t * c),
+            ks.AsSpan(bi * t * c, t * c), vs.AsSpan(bi * t * c, t * c), 1, t, nHeads, headDim));
+    }
+
+    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => SwiGlu.Forward<T>(F(h), F(gate), F(up), n);
+    public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => SwiGlu.Backward<T>(F(dgate), F(dup), F(dh), F(gate), F(up), n);
+
+    public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => Dropout.Forward<T>(F(y), F(x), p, seed, n);
+    public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => Dropout.Backward<T>(F(dx), F(dy), p, seed, n);
+
+    public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, float weight, bool computeGrad)
+    {
+        var (z, l, y) = (F(logits), F(losses), I(targets));
+        Rows(n, (lo, hi) => CrossEntropy.Fused<T>(z.AsSpan(lo * v, (hi - lo) * v), l.AsSpan(lo, hi - lo), y.AsSpan(lo, hi - lo), hi - lo, v, T.CreateTruncating(weight), computeGrad));
+    }
+
+    public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
+        => Ops.AdamW.Step<T>(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
+
+    /// <summary>Runs body over [lo, hi) row ranges in parallel; rows are independent.</summary>
+    static void Rows(int n, Action<int, int> body)
+    {
+        int chunks = Math.Min(n, Environment.ProcessorCount * 4);
+        if (chunks <= 1 || n < 64) { body(0, n); return; }
+        Parallel.For(0, chunks, ci => body((int)((long)n * ci / chunks), (int)((long)n * (ci + 1) / chunks)));
+    }
+
+    public void Dispose() { }
+}

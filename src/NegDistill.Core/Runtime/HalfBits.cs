@@ -1,0 +1,43 @@
+namespace NegDistill.Runtime;
+
+/// <summary>Widening and narrowing of 16-bit floats held as raw words. Integer-only so that ILGPU
+/// kernels (CPU accelerator and PTX) and the CPU twin widen identically; widening is exact.</summary>
+public static class HalfBits
+{
+    public static float Bf16ToFloat(ushort b) => BitConverter.Int32BitsToSingle(b << 16);
+
+    /// <summary>IEEE binary16 → binary32, exact (subnormals, infinities and NaN included).</summary>
+    public static float F16ToFloat(ushort h)
+    {
+        int sign = (h & 0x8000) << 16;
+        int exp = (h >> 10) & 0x1F;
+        int mant = h & 0x3FF;
+        int bits;
+        if (exp == 0x1F) bits = sign | 0x7F800000 | (mant << 13);
+        else if (exp != 0) bits = sign | ((exp + 112) << 23) | (mant << 13);
+        else if (mant == 0) bits = sign;
+        else
+        {
+            // subnormal: normalise the mantissa
+            int e = 113;
+            while ((mant & 0x400) == 0) { mant <<= 1; e--; }
+            bits = sign | (e << 23) | ((mant & 0x3FF) << 13);
+        }
+        return BitConverter.Int32BitsToSingle(bits);
+    }
+
+    public static float Widen(ushort w, bool bf16) => bf16 ? Bf16ToFloat(w) : F16ToFloat(w);
+
+    /// <summary>binary32 → bfloat16 with round-to-nearest-even; NaN stays NaN.</summary>
+    public static ushort FloatToBf16(float f)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(f);
+        if ((u & 0x7FFFFFFF) > 0x7F800000) return (ushort)((u >> 16) | 0x40);
+        u += 0x7FFF + ((u >> 16) & 1);
+        return (ushort)(u >> 16);
+    }
+
+    public static ushort FloatToF16(float f) => BitConverter.HalfToUInt16Bits((Half)f);
+
+    public static ushort Narrow(float f, bool bf16) => bf16 ? FloatToBf16(f) : FloatToF16(f);
+}

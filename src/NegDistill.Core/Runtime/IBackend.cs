@@ -1,0 +1,81 @@
+namespace NegDistill.Runtime;
+
+/// <summary>
+/// The op contract shared by the two backends: the ILGPU kernels (kernels/) and the SIMD CPU twin
+/// (<see cref="CpuBackend"/>). The model is written once against this interface.
+///
+/// Conventions, as in llm.c: row-major tensors; N = B·T token rows; C channels; forward ops
+/// overwrite their outputs; backward ops ACCUMULATE (+=) into input gradients and parameter
+/// gradients, so residual branches compose without extra adds and callers zero gradients once.
+/// Each op's math and CPU implementation is in src/NegDistill.Core/Ops/&lt;Family&gt;.cs; the kernels
+/// are in kernels/NegDistill.Kernels/&lt;Family&gt;Kernels.cs.
+/// </summary>
+public interface IBackend : IDisposable
+{
+    string Name { get; }
+
+    // ---- memory ---------------------------------------------------------------------------
+    Tensor Alloc(string name, DType dtype, params int[] shape);           // zero-filled
+    /// <summary>A window of <paramref name="t"/> starting at element offset, sharing its storage.</summary>
+    Tensor View(Tensor t, long offset, params int[] shape);
+    void Upload(Tensor t, ReadOnlySpan<float> src);                         // F32; F16/BF16 are narrowed
+    void Upload(Tensor t, ReadOnlySpan<int> src);                           // I32
+    void UploadRaw16(Tensor t, ReadOnlySpan<ushort> src);                   // F16/BF16 words as stored
+    void Download(Tensor t, Span<float> dst);                               // F32 (16-bit kinds widened)
+    void Download(Tensor t, Span<int> dst);
+    void DownloadRaw16(Tensor t, Span<ushort> dst);
+    void Fill(Tensor t, float value);
+    void Copy(Tensor dst, Tensor src);
+    void Synchronize();
+
+    // ---- elementwise ------------------------------------------------------------------------
+    /// <summary>y[i] += a · x[i] for i &lt; n.</summary>
+    void Axpy(Tensor y, Tensor x, float a, long n);
+    /// <summary>y[i] *= a for i &lt; n.</summary>
+    void Scale(Tensor y, float a, long n);
+    /// <summary>Σ x[i] over i &lt; n (losses), with a fixed summation order.</summary>
+    double Sum(Tensor x, long n);
+    /// <summary>Σ x[i]² over i &lt; n, accumulated in double on the host side of the reduction.</summary>
+    double SumSquares(Tensor x, long n);
+    /// <summary>True if any of the first n values is NaN or ±Inf.</summary>
+    bool HasNonFinite(Tensor x, long n);
+
+    // ---- matmul: the single entry point (tensor-core versions swap in here) -------------------
+    /// <summary>C(M,N) = alpha·op(A)(M,K)·op(B)(K,N) + beta·C. A and C are F32; B may be F32, F16 or
+    /// BF16 (widened on load). op(X) = Xᵀ when the flag is set (X then stored K×M or N×K).
+    /// beta = 0 overwrites C.</summary>
+    void MatMul(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, float alpha = 1f, float beta = 0f);
+
+    // ---- layers ------------------------------------------------------------------------------
+    void EmbeddingForward(Tensor outp, Tensor tokens, Tensor wte, int n, int c);            // (N,C) ← wte(V,C)[tokens(N)]
+    void EmbeddingBackward(Tensor dwte, Tensor tokens, Tensor dout, int n, int c);          // dwte(V,C) += scatter dout(N,C)
+
+    void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps);   // out(N,C), rstd(N)
+    void RmsNormBackward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c);
+
+    /// <summary>In-place rotate-half RoPE on x(N, H·hd) with positions pos(N); inverse = true applies
+    /// the transposed rotation (the backward).</summary>
+    void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse);
+
+    /// <summary>Causal attention. q,k,v,out: (B,T,H·hd); att: (B,H,T,T) probabilities kept for
+    /// backward; keyMask: (B,T) 1 = real token, 0 = padding (never attended to).</summary>
+    void AttentionForward(Tensor outp, Tensor att, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim);
+    /// <summary>datt: (B,H,T,T) scratch. Accumulates into dq, dk, dv.</summary>
+    void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim);
+
+    void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n);                            // h = silu(gate) ⊙ up
+    void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n);
+
+    /// <summary>y = x ⊙ mask/(1−p), mask drawn from <see cref="CounterRng"/>(seed, i); p = 0 copies.</summary>
+    void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n);
+    /// <summary>dx += dy ⊙ mask/(1−p) with the same mask as the forward.</summary>
+    void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n);
+
+    /// <summary>Fused softmax cross-entropy over logits(N,V). losses[i] = logsumexp − z[target]
+    /// (0 where target &lt; 0). When computeGrad, the logits are overwritten with
+    /// weight·(softmax − onehot) (zero rows where target &lt; 0), so no second N×V buffer exists.</summary>
+    void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, float weight, bool computeGrad);
+
+    /// <summary>AdamW (decoupled weight decay, bias-corrected), step t ≥ 1, on the first n values.</summary>
+    void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t);
+}

@@ -1,0 +1,57 @@
+using NegDistill.Kernels;
+using NegDistill.Runtime;
+
+namespace NegDistill.Tests;
+
+static class TestUtil
+{
+    public static double[] RandD(int n, ulong seed, double scale = 1)
+    {
+        var r = new double[n];
+        for (int i = 0; i < n; i++) r[i] = (2 * CounterRng.Uniform(seed, (ulong)i) - 1) * scale;
+        return r;
+    }
+
+    public static float[] Rand(int n, ulong seed, float scale = 1)
+    {
+        var r = new float[n];
+        for (int i = 0; i < n; i++) r[i] = (2 * CounterRng.Uniform(seed, (ulong)i) - 1) * scale;
+        return r;
+    }
+
+    /// <summary>|a − e| ≤ atol + rtol·|e| elementwise; the message names the tensor and the first
+    /// offending index.</summary>
+    public static void Close(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, float atol, float rtol, string what)
+    {
+        Assert.That(actual.Length, Is.EqualTo(expected.Length), $"{what}: length");
+        for (int i = 0; i < expected.Length; i++)
+        {
+            float e = expected[i], a = actual[i];
+            if (!(Math.Abs(a - e) <= atol + rtol * Math.Abs(e)))
+                Assert.Fail($"{what}[{i}]: expected {e}, got {a} (atol {atol}, rtol {rtol})");
+        }
+    }
+
+    public static void Close(ReadOnlySpan<double> expected, ReadOnlySpan<double> actual, double atol, double rtol, string what)
+    {
+        Assert.That(actual.Length, Is.EqualTo(expected.Length), $"{what}: length");
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double e = expected[i], a = actual[i];
+            if (!(Math.Abs(a - e) <= atol + rtol * Math.Abs(e)))
+                Assert.Fail($"{what}[{i}]: expected {e}, got {a} (atol {atol}, rtol {rtol})");
+        }
+    }
+
+    static IlgpuBackend? _ilgpu;
+    static readonly object Gate = new();
+
+    /// <summary>One ILGPU CPU-accelerator backend shared by the test run (kernel compilation is the
+    /// expensive part; it happens once per kernel).</summary>
+    public static IlgpuBackend Ilgpu
+    {
+        get { lock (Gate) return _ilgpu ??= new IlgpuBackend(IlgpuDevice.Cpu); }
+    }
+
+    public static float[] Get(IBackend ops, Tensor t) { var r = new float[t.Length]; ops.Download(t, r); return r; }
+}
