@@ -1,0 +1,169 @@
+using NegDistill.Runtime;
+
+namespace NegDistill.Tests;
+
+/// <summary>
+/// Every kernel against its CPU twin, both through <see cref="IBackend"/>: the kernels on ILGPU's
+/// CPU accelerator, the twin on <see cref="CpuBackend"/>, same inputs, tiny shapes.
+/// Tolerance: both sides are fp32 but sum in different orders (tile vs packed GEMM, tree vs
+/// sequential reductions) and use different exp/sin/cos implementations; 1e-5 absolute +
+/// 1e-4 relative covers that for O(1) values and K ≤ 100 (K·eps ≈ 1e-5).
+/// </summary>
+[TestFixture]
+public class KernelParityTests
+{
+    const float Atol = 1e-5f, Rtol = 1e-4f;
+
+    /// <summary>Runs <paramref name="op"/> on both backends with the same uploaded inputs and compares
+    /// every tensor named in <paramref name="outputs"/>.</summary>
+    static void Parity(Dictionary<string, (DType dt, int[] shape, float[]? data, int[]? ints)> inputs,
+        Action<IBackend, Dictionary<string, Tensor>> op, params string[] outputs)
+    {
+        Dictionary<string, float[]> Run(IBackend ops)
+        {
+            var t = new Dictionary<string, Tensor>();
+            foreach (var (name, (dt, shape, data, ints)) in inputs)
+            {
+                t[name] = ops.Alloc(name, dt, shape);
+                if (data != null) ops.Upload(t[name], data);
+                if (ints != null) ops.Upload(t[name], ints);
+            }
+            op(ops, t);
+            ops.Synchronize();
+            var r = outputs.ToDictionary(o => o, o => TestUtil.Get(ops, t[o]));
+            foreach (var x in t.Values) x.Dispose();
+            return r;
+        }
+        var cpu = Run(new CpuBackend());
+        var ker = Run(TestUtil.Ilgpu);
+        foreach (var o in outputs) TestUtil.Close(cpu[o], ker[o], Atol, Rtol, o);
+    }
+
+    static (DType, int[], float[]?, int[]?) F(ulong seed, float scale, params int[] shape) =>
+        (DType.F32, shape, TestUtil.Rand(shape.Aggregate(1, (a, b) => a * b), seed, scale), null);
+    static (DType, int[], float[]?, int[]?) Z(params int[] shape) => (DType.F32, shape, null, null);
+    static (DType, int[], float[]?, int[]?) I(int[] v) => (DType.I32, [v.Length], null, v);
+
+    [Test]
+    public void MatMul([Values] bool transA, [Values] bool transB, [Values(DType.F32, DType.F16, DType.BF16)] DType bType,
+        [Values(0f, 0.5f)] float beta)
+    {
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (5, 7, 3), (17, 33, 65), (70, 9, 20) })
+        {
+            var b = (bType, transB ? new[] { n, k } : new[] { k, n }, TestUtil.Rand(n * k, 2), (int[]?)null);
+            Parity(new() { ["a"] = F(1, 1, m * k), ["b"] = b, ["c"] = F(3, 1, m * n) },
+                (ops, t) => ops.MatMul(t["c"], t["a"], t["b"], m, n, k, transA, transB, 1.5f, beta), "c");
+        }
+    }
+
+    [Test]
+    public void Embedding()
+    {
+        int[] tok = [3, 0, 3, 9, 1];
+        Parity(new() { ["wte"] = F(1, 1, 10, 6), ["tok"] = I(tok), ["out"] = Z(5, 6), ["dout"] = F(2, 1, 5, 6), ["dwte"] = F(3, 1, 10, 6) },
+            (ops, t) => { ops.EmbeddingForward(t["out"], t["tok"], t["wte"], 5, 6); ops.EmbeddingBackward(t["dwte"], t["tok"], t["dout"], 5, 6); },
+            "out", "dwte");
+    }
+
+    [Test]
+    public void RmsNorm([Values(7, 40)] int c)
+    {
+        Parity(new() { ["x"] = F(1, 2, 5, c), ["w"] = F(2, 1, c), ["y"] = Z(5, c), ["rstd"] = Z(5), ["dy"] = F(3, 1, 5, c), ["dx"] = F(4, 1, 5, c), ["dw"] = F(5, 1, c) },
+            (ops, t) =>
+            {
+                ops.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], 5, c, 1e-6f);
+                ops.RmsNormBackward(t["dx"], t["dw"], t["dy"], t["x"], t["w"], t["rstd"], 5, c);
+            }, "y", "rstd", "dx", "dw");
+    }
+
+    [Test]
+    public void Rope([Values] bool inverse)
+    {
+        Parity(new() { ["x"] = F(1, 1, 4, 3 * 8), ["pos"] = I([0, 3, 17, 255]) },
+            (ops, t) => ops.Rope(t["x"], t["pos"], 4, 3, 8, 10000f, inverse), "x");
+    }
+
+    [Test]
+    public void Attention([Values(1, 5, 19)] int T)
+    {
+        int B = 2, H = 2, hd = 4, C = H * hd;
+        var mask = Enumerable.Range(0, B * T).Select(i => i >= T && i < T + 2 ? 0f : 1f).ToArray(); // row 1 is left-padded
+        if (T == 1) mask = [1f, 1f];
+        Parity(new()
+        {
+            ["q"] = F(1, 1, B, T, C), ["k"] = F(2, 1, B, T, C), ["v"] = F(3, 1, B, T, C), ["mask"] = (DType.F32, [B, T], mask, null),
+            ["out"] = Z(B, T, C), ["att"] = Z(B, H, T, T), ["dout"] = F(4, 1, B, T, C), ["datt"] = Z(B, H, T, T),
+            ["dq"] = F(5, 1, B, T, C), ["dk"] = F(6, 1, B, T, C), ["dv"] = F(7, 1, B, T, C),
+        }, (ops, t) =>
+        {
+            ops.AttentionForward(t["out"], t["att"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
+            ops.AttentionBackward(t["dq"], t["dk"], t["dv"], t["datt"], t["dout"], t["att"], t["q"], t["k"], t["v"], B, T, H, hd);
+        }, "out", "att", "dq", "dk", "dv");
+    }
+
+    [Test]
+    public void SwiGlu()
+    {
+        Parity(new() { ["g"] = F(1, 4, 50), ["u"] = F(2, 1, 50), ["h"] = Z(50), ["dh"] = F(3, 1, 50), ["dg"] = F(4, 1, 50), ["du"] = F(5, 1, 50) },
+            (ops, t) => { ops.SwiGluForward(t["h"], t["g"], t["u"], 50); ops.SwiGluBackward(t["dg"], t["du"], t["dh"], t["g"], t["u"], 50); },
+            "h", "dg", "du");
+    }
+
+    [Test]
+    public void Dropout_SameMaskOnBothSides([Values(0f, 0.05f, 0.5f)] float p)
+    {
+        Parity(new() { ["x"] = F(1, 1, 300), ["y"] = Z(300), ["dy"] = F(2, 1, 300), ["dx"] = F(3, 1, 300) },
+            (ops, t) => { ops.DropoutForward(t["y"], t["x"], p, 1234, 300); ops.DropoutBackward(t["dx"], t["dy"], p, 1234, 300); },
+            "y", "dx");
+    }
+
+    [Test]
+    public void CrossEntropyFused([Values] bool grad, [Values(5, 300)] int v)
+    {
+        int[] y = [0, -1, v - 1, 2];
+        Parity(new() { ["z"] = F(1, 5, 4, v), ["loss"] = Z(4), ["y"] = I(y) },
+            (ops, t) => ops.CrossEntropyFused(t["z"], t["loss"], t["y"], 4, v, 0.25f, grad), "z", "loss");
+    }
+
+    [Test]
+    public void AdamW()
+    {
+        Parity(new() { ["p"] = F(1, 1, 100), ["g"] = F(2, 1, 100), ["m"] = F(3, 0.1f, 100), ["v"] = (DType.F32, [100], TestUtil.Rand(100, 4, 0.01f).Select(MathF.Abs).ToArray(), null) },
+            (ops, t) => { for (int s = 1; s <= 3; s++) ops.AdamW(t["p"], t["g"], t["m"], t["v"], 100, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, s); },
+            "p", "m", "v");
+    }
+
+    [Test]
+    public void ElementwiseAndReductions()
+    {
+        Parity(new() { ["y"] = F(1, 1, 1000), ["x"] = F(2, 1, 1000), ["f"] = Z(10) },
+            (ops, t) => { ops.Axpy(t["y"], t["x"], 0.5f, 1000); ops.Scale(t["y"], 2f, 999); ops.Fill(t["f"], 3f); }, "y", "f");
+        var x = TestUtil.Rand(1000, 5);
+        foreach (IBackend ops in new IBackend[] { new CpuBackend(), TestUtil.Ilgpu })
+        {
+            using var t = ops.Alloc("x", DType.F32, 1000);
+            ops.Upload(t, x);
+            Assert.That(ops.SumSquares(t, 1000), Is.EqualTo(x.Sum(v => (double)v * v)).Within(1e-4), ops.Name);
+            Assert.That(ops.Sum(t, 1000), Is.EqualTo(x.Sum(v => (double)v)).Within(1e-4), ops.Name);
+            Assert.That(ops.HasNonFinite(t, 1000), Is.False, ops.Name);
+            x[777] = float.NaN; ops.Upload(t, x);
+            Assert.That(ops.HasNonFinite(t, 1000), Is.True, ops.Name);
+            Assert.That(ops.HasNonFinite(t, 777), Is.False, ops.Name + " (prefix before the NaN)");
+            x[777] = 0;
+        }
+    }
+
+    [Test]
+    public void ViewsShareStorage()
+    {
+        foreach (IBackend ops in new IBackend[] { new CpuBackend(), TestUtil.Ilgpu })
+        {
+            using var t = ops.Alloc("t", DType.F32, 4, 3);
+            var v = ops.View(t, 6, 2, 3);
+            ops.Fill(v, 2f);
+            var all = TestUtil.Get(ops, t);
+            Assert.That(all, Is.EqualTo(new float[] { 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2 }), ops.Name);
+            Assert.Throws<ArgumentException>(() => ops.View(t, 7, 2, 3), ops.Name);
+        }
+    }
+}
