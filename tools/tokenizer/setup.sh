@@ -34,12 +34,13 @@ fail() {
   exit 1
 }
 
-for tool in npm node tar openssl base64; do
+for tool in npm node tar; do
   command -v "$tool" >/dev/null 2>&1 || fail "'$tool' is not installed (needed to fetch the tokenizer data)"
 done
 
 integrity_of() {
-  echo "sha512-$(openssl dgst -sha512 -binary "$1" | base64 -w0)"
+  node -e 'const c = require("crypto"), f = require("fs");
+    console.log("sha512-" + c.createHash("sha512").update(f.readFileSync(process.argv[1])).digest("base64"));' "$1"
 }
 
 mkdir -p "$PACKS"

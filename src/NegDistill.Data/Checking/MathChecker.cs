@@ -22,6 +22,8 @@ namespace NegDistill.Data;
 /// <item>Where the Python normalisation raises (an <c>IndexError</c> on <c>\frac</c> or
 /// <c>\sqrt</c> at the very end of the string, an <c>AssertionError</c> when <c>"\text{ "</c> occurs
 /// twice), <see cref="IsEquiv"/> falls back to comparing the raw strings.</item>
+/// <item>Only an escaped <c>\%</c> is removed (the reference's second percent step is "\%" again,
+/// not "%"), and that removal runs twice.</item>
 /// </list>
 /// <para>Python indexes strings by code point, .NET by UTF-16 unit; every place where the reference
 /// takes <c>s[0]</c>, <c>s[1]</c>, <c>s[2:]</c> or <c>len(s)</c> is done here on code points
