@@ -47,10 +47,12 @@ public static class ElementwiseKernels
 
         public double Reduce(ArrayView<float> x, long n, int mode)
         {
-            _reduce(new KernelConfig(ReduceGroups, group), x, _partial.View, n, mode);
-            _partial.CopyToCPU(_host);
+            // enough groups to fill a GPU on large tensors, a single group for small ones
+            int groups = (int)Math.Clamp((n + 4L * group - 1) / (4L * group), 1, ReduceGroups);
+            _reduce(new KernelConfig(groups, group), x, _partial.View, n, mode);
+            ((ArrayView<float>)_partial.View).SubView(0, groups).CopyToCPU(ref _host[0], groups);
             double s = 0;
-            foreach (float p in _host) s += p;
+            for (int i = 0; i < groups; i++) s += _host[i];
             return s;
         }
     }

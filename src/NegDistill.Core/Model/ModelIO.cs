@@ -1,0 +1,142 @@
+using System.Text.Json;
+using NegDistill.Checkpoints;
+using NegDistill.Runtime;
+
+namespace NegDistill.Model;
+
+/// <summary>
+/// Moves models between NegDistill and the Hugging Face stack: base weights as (sharded)
+/// safetensors under transformers' LLaMA names with a config.json; LoRA adapters as PEFT's
+/// adapter_model.safetensors + adapter_config.json, so they load in peft and back.
+/// </summary>
+public static class ModelIO
+{
+    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    static StorageType Storage(DType d) => d switch { DType.F16 => StorageType.F16, DType.BF16 => StorageType.BF16, _ => StorageType.F32 };
+
+    static StoredTensor Export(IBackend ops, Param p, string name)
+    {
+        var shape = p.Shape.Select(d => (long)d).ToArray();
+        if (p.W.DType is DType.F16 or DType.BF16)
+        {
+            var raw = new ushort[p.Length];
+            ops.DownloadRaw16(p.W, raw);
+            return StoredTensor.FromRaw16(name, Storage(p.W.DType), shape, raw);
+        }
+        var f = new float[p.Length];
+        ops.Download(p.W, f);
+        return StoredTensor.FromFloat32(name, shape, f);
+    }
+
+    /// <summary>Writes config.json and the base weights (in their storage precision) to a folder,
+    /// sharded at maxShardBytes as transformers does.</summary>
+    public static void SaveBase(LlamaModel model, string dir, long maxShardBytes = 5L << 30)
+    {
+        Directory.CreateDirectory(dir);
+        var cfg = model.Config;
+        var config = new Dictionary<string, object>
+        {
+            ["architectures"] = new[] { "LlamaForCausalLM" }, ["model_type"] = "llama",
+            ["hidden_size"] = cfg.Dim, ["num_hidden_layers"] = cfg.Layers, ["num_attention_heads"] = cfg.Heads,
+            ["num_key_value_heads"] = cfg.Heads, ["intermediate_size"] = cfg.FfnDim, ["vocab_size"] = cfg.Vocab,
+            ["max_position_embeddings"] = cfg.MaxSeq, ["rms_norm_eps"] = cfg.NormEps, ["rope_theta"] = cfg.RopeTheta,
+            ["bos_token_id"] = cfg.Bos, ["eos_token_id"] = cfg.Eos, ["hidden_act"] = "silu", ["tie_word_embeddings"] = false,
+            ["torch_dtype"] = model.LmHead.W.DType switch { DType.F16 => "float16", DType.BF16 => "bfloat16", _ => "float32" },
+        };
+        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), JsonSerializer.Serialize(config, Json));
+        ShardedCheckpoint.Write(dir, model.BaseParameters.Select(p => Export(model.Ops, p, p.Name)), maxShardBytes);
+    }
+
+    /// <summary>Reads a Hugging Face LLaMA config.json (the fields NegDistill uses), naming any
+    /// field that is missing or unsupported.</summary>
+    public static LlamaConfig ReadConfig(string dir)
+    {
+        string path = Path.Combine(dir, "config.json");
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no config.json in the checkpoint folder", path);
+        using var doc = JsonDocument.Parse(File.ReadAllText(path));
+        var r = doc.RootElement;
+        int Int(string f) => r.TryGetProperty(f, out var v) && v.TryGetInt32(out int i) ? i
+            : throw new InvalidDataException($"{path}: field '{f}' is missing or not an integer");
+        if (r.TryGetProperty("num_key_value_heads", out var kv) && kv.GetInt32() != Int("num_attention_heads"))
+            throw new InvalidDataException($"{path}: num_key_value_heads {kv.GetInt32()} ≠ num_attention_heads (grouped-query attention is not supported; LLaMA-1/2-7b has none)");
+        if (r.TryGetProperty("tie_word_embeddings", out var tie) && tie.ValueKind == JsonValueKind.True)
+            throw new InvalidDataException($"{path}: tie_word_embeddings = true is not supported (LLaMA unties them)");
+        var c = new LlamaConfig
+        {
+            Dim = Int("hidden_size"), Layers = Int("num_hidden_layers"), Heads = Int("num_attention_heads"),
+            FfnDim = Int("intermediate_size"), Vocab = Int("vocab_size"),
+            MaxSeq = r.TryGetProperty("max_position_embeddings", out var mp) ? mp.GetInt32() : 2048,
+            NormEps = r.TryGetProperty("rms_norm_eps", out var e) ? e.GetSingle() : 1e-6f,
+            RopeTheta = r.TryGetProperty("rope_theta", out var th) ? th.GetSingle() : 10000f,
+            Bos = r.TryGetProperty("bos_token_id", out var b) && b.ValueKind == JsonValueKind.Number ? b.GetInt32() : 1,
+            Eos = r.TryGetProperty("eos_token_id", out var eo) && eo.ValueKind == JsonValueKind.Number ? eo.GetInt32() : 2,
+        };
+        c.Validate();
+        return c;
+    }
+
+    /// <summary>Loads base weights from a checkpoint folder into the model. Every model tensor must be
+    /// present with the config's shape; 16-bit tensors load as stored into 16-bit model weights and
+    /// are widened into F32 ones. Errors name the file and the tensor.</summary>
+    public static void LoadBase(LlamaModel model, string dir)
+    {
+        using var src = ShardedCheckpoint.Open(dir);
+        var ops = model.Ops;
+        foreach (var p in model.BaseParameters)
+        {
+            if (!src.Contains(p.Name))
+                throw new CheckpointFormatException(CheckpointErrorKind.MissingTensor, dir, p.Name, "the model needs this tensor and the checkpoint has none");
+            var info = src.Info(p.Name);
+            var want = p.Shape.Select(d => (long)d).ToArray();
+            if (!info.Shape.SequenceEqual(want))
+                throw new CheckpointFormatException(CheckpointErrorKind.ShapeMismatch, src.FileOf(p.Name), p.Name,
+                    $"shape [{string.Join(",", info.Shape)}] does not match config.json, which implies [{string.Join(",", want)}]");
+            var t = src.Read(p.Name);
+            bool sameWidth16 = p.W.DType is DType.F16 or DType.BF16 && Storage(p.W.DType) == info.Type;
+            if (sameWidth16) ops.UploadRaw16(p.W, t.ToRaw16());
+            else ops.Upload(p.W, t.ToFloat32());
+        }
+    }
+
+    /// <summary>Writes the model's LoRA adapters in PEFT's format.</summary>
+    public static void SaveLora(LlamaModel model, string dir, LoraConfig cfg, IEnumerable<Param>? extra = null, string? baseModel = null)
+    {
+        var tensors = new List<StoredTensor>();
+        foreach (var ((l, p), a) in model.Adapters.OrderBy(k => k.Key.Layer).ThenBy(k => k.Key.Proj))
+            foreach (var prm in a.Parameters) tensors.Add(Export(model.Ops, prm, prm.Name));
+        if (extra != null) tensors.AddRange(extra.Select(p => Export(model.Ops, p, p.Name)));
+        var ac = new AdapterConfig
+        {
+            R = cfg.Rank, LoraAlpha = cfg.Alpha, LoraDropout = cfg.Dropout,
+            TargetModules = cfg.Targets.Select(t => t.ToString()).ToArray(), BaseModelNameOrPath = baseModel,
+        };
+        AdapterCheckpoint.Save(dir, ac, tensors, Dims(model.Config));
+    }
+
+    public static ModelDims Dims(LlamaConfig c) => new(c.Layers, c.Dim, c.FfnDim, c.Heads, c.Heads);
+
+    /// <summary>Adds LoRA adapters from a PEFT folder to the model (frozen unless trainable) and returns
+    /// its settings. Other tensors in the file (e.g. an integration unit) are returned for the caller.</summary>
+    public static (LoraConfig Config, IReadOnlyList<StoredTensor> Extra) LoadLora(LlamaModel model, string dir, bool trainable = false, ulong seed = 1)
+    {
+        var loaded = AdapterCheckpoint.Load(dir, Dims(model.Config));
+        var ac = loaded.Config;
+        var cfg = new LoraConfig
+        {
+            Rank = ac.R, Alpha = (float)ac.LoraAlpha, Dropout = (float)ac.LoraDropout,
+            Targets = ac.TargetModules.Select(LoraConfig.ParseTarget).ToArray(),
+        };
+        var adapters = model.AddLora(cfg, seed, trainable);
+        var used = new HashSet<string>();
+        foreach (var a in adapters)
+            foreach (var p in a.Parameters)
+            {
+                var t = loaded.TryGet(p.Name, out var st) ? st
+                    : throw new CheckpointFormatException(CheckpointErrorKind.MissingTensor, Path.Combine(dir, AdapterCheckpoint.WeightsFileName), p.Name, "adapter_config.json targets this module but the weights lack it");
+                model.Ops.Upload(p.W, t.ToFloat32());
+                used.Add(p.Name);
+            }
+        return (cfg, loaded.Tensors.Where(t => !used.Contains(t.Name)).ToList());
+    }
+}
