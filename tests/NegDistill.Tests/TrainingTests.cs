@@ -11,7 +11,7 @@ public class TrainingTests
 {
     sealed class FixedBatches(params ModelBatch[] batches) : IBatchSource
     {
-        public ModelBatch Get(long index) => batches[index];
+        public ModelBatch Get(long index) => batches[index % batches.Length];
         public long Count => batches.Length;
     }
 

@@ -56,11 +56,12 @@ public sealed record TrainConfig
 }
 
 /// <summary>Micro-batches addressed by a global index, so that a resumed run sees exactly the batches
-/// the uninterrupted run would have seen.</summary>
+/// the uninterrupted run would have seen. Indices past <see cref="Count"/> continue into later epochs
+/// (the source decides their order, e.g. a reshuffle per epoch).</summary>
 public interface IBatchSource
 {
     ModelBatch Get(long index);
-    /// <summary>Number of distinct micro-batches (one epoch); indices wrap around.</summary>
+    /// <summary>Number of micro-batches in one epoch; evaluation reads indices [0, Count).</summary>
     long Count { get; }
 }
 
@@ -125,7 +126,7 @@ public sealed class Trainer
             for (int j = 0; j < _cfg.Accumulation; j++)
             {
                 long index = (long)Step * _cfg.Accumulation + j;
-                var batch = train.Get(index % train.Count);
+                var batch = train.Get(index);
                 _model.Pass.StepSeed = CounterRng.Derive(_cfg.Seed, (ulong)s, (ulong)j);
                 double l = _model.Step(batch, _head, backward: true, training: true);
                 if (!double.IsFinite(l)) throw new NonFiniteException($"step {s}, micro-batch {j} (data index {index}): loss is {l}");

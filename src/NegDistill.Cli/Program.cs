@@ -1,0 +1,63 @@
+using System.CommandLine;
+using NegDistill.Data;
+
+namespace NegDistill.Cli;
+
+/// <summary>Process exit codes, distinct per failure class.</summary>
+static class ExitCodes
+{
+    public const int Ok = 0, Failure = 1, BadInput = 2, OutOfMemory = 3, Interrupted = 130;
+}
+
+static class Program
+{
+    static int Main(string[] args)
+    {
+        var root = new RootCommand("NegDistill: distil reasoning from a teacher's right and wrong rationales into a small LLaMA (Li et al., AAAI 2024).");
+
+        var demo = new Command("demo", "Run the embedded default end to end on this machine: generated problems, a noisy teacher, the split, a tiny LLaMA from scratch, LoRA students, greedy accuracy.");
+        var outOpt = new Option<string>("--out") { Description = "output folder", DefaultValueFactory = _ => "runs/demo" };
+        var devOpt = new Option<string>("--device") { Description = Backends.Help, DefaultValueFactory = _ => "cpu" };
+        var seedOpt = new Option<ulong>("--seed") { Description = "seed of the world, the initialisation and the data order", DefaultValueFactory = _ => 1UL };
+        var quickOpt = new Option<bool>("--quick") { Description = "a shortened run (seconds) that exercises every step; for CI" };
+        demo.Options.Add(outOpt); demo.Options.Add(devOpt); demo.Options.Add(seedOpt); demo.Options.Add(quickOpt);
+        demo.SetAction(r => Guarded(ct => Demo.Run(new DemoOptions
+        {
+            Out = r.GetValue(outOpt)!, Device = r.GetValue(devOpt)!, Seed = r.GetValue(seedOpt), Quick = r.GetValue(quickOpt),
+        }, ct)));
+        root.Subcommands.Add(demo);
+
+        var data = new Command("data", "Data tools.");
+        var splitCmd = new Command("split", "Split teacher rationales into D_pos / D_neg with the MATH checker and print the summary table.");
+        var pathArg = new Argument<string>("path") { Description = "a teacher JSONL file, a folder tree of them, or a glob" };
+        var strictOpt = new Option<bool>("--strict") { Description = "stop at the first malformed line instead of skipping and counting it" };
+        splitCmd.Arguments.Add(pathArg); splitCmd.Options.Add(strictOpt);
+        splitCmd.SetAction(r => Guarded(_ =>
+        {
+            Console.WriteLine(SplitReport.RenderPath(r.GetValue(pathArg)!, policy: r.GetValue(strictOpt) ? MalformedPolicy.Stop : MalformedPolicy.Skip));
+            return ExitCodes.Ok;
+        }));
+        data.Subcommands.Add(splitCmd);
+        root.Subcommands.Add(data);
+
+        return root.Parse(args).Invoke();
+    }
+
+    /// <summary>Runs a verb with Ctrl-C turned into cancellation (the trainer checkpoints and stops) and
+    /// errors mapped to exit codes with a one-line message.</summary>
+    static int Guarded(Func<CancellationToken, int> body)
+    {
+        using var cts = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); Console.Error.WriteLine("\ninterrupt: finishing the current step and checkpointing..."); };
+        Console.CancelKeyPress += onCancel;
+        try { return body(cts.Token); }
+        catch (OutOfMemoryException e) { Console.Error.WriteLine($"out of memory: {e.Message}"); return ExitCodes.OutOfMemory; }
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException
+                                   or MalformedRecordException or Checkpoints.CheckpointFormatException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return ExitCodes.BadInput;
+        }
+        finally { Console.CancelKeyPress -= onCancel; }
+    }
+}
