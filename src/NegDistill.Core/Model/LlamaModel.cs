@@ -21,6 +21,16 @@ public sealed record ModelBatch(int B, int T, int[] Tokens, int[] Targets, float
 
     public int LossTokens { get { int c = 0; foreach (int y in Targets) if (y >= 0) c++; return c; } }
 
+    /// <summary>Per-sequence labels for sequence-level heads (the ranking model: 1 positive, 0 negative).</summary>
+    public float[]? Labels { get; init; }
+
+    /// <summary>Row index (b·T + t) of the last real token of sequence b.</summary>
+    public int LastRow(int b)
+    {
+        for (int t = T - 1; t >= 0; t--) if (Mask[b * T + t] != 0f) return b * T + t;
+        throw new ArgumentException($"batch row {b} has no real token");
+    }
+
     public void Validate(int vocab, string what = "batch")
     {
         if (Tokens.Length != B * T || Targets.Length != B * T || Mask.Length != B * T)
@@ -306,6 +316,17 @@ public sealed class LlamaModel : IDisposable
             if (LmHead.Trainable) Ops.MatMul(LmHead.Grad!, logits, xf, V, C, rows, true, false, 1f, 1f);
         }
         double loss = head.End(this);
+        if (backward) Backward();
+        return loss;
+    }
+
+    /// <summary>Forward, a sequence-level loss on the final hidden states (N,C) through
+    /// <paramref name="head"/>, and (when backward) the backward pass from the head's dL/dhidden.</summary>
+    public double StepHidden(ModelBatch batch, IHiddenHead head, bool backward, bool training = true)
+    {
+        ForwardHidden(batch, training);
+        if (backward) Ops.Fill(_s!.Dxf, 0f);
+        double loss = head.Run(this, batch, _s!.Xf, backward ? _s.Dxf : null);
         if (backward) Backward();
         return loss;
     }

@@ -41,3 +41,12 @@ public sealed class CrossEntropyHead : ILossHead
         return _count > 0 ? model.Ops.Sum(model.LossesTensor, model.Rows) / _count : 0;
     }
 }
+
+/// <summary>A loss on the final normed hidden states (N,C) rather than on the LM head's logits
+/// (sequence classifiers such as the ranking model). When <c>dHidden</c> is given (zeroed), the head
+/// writes dL/dhidden into it and accumulates its own parameters' gradients.</summary>
+public interface IHiddenHead
+{
+    double Run(LlamaModel model, ModelBatch batch, Tensor hidden, Tensor? dHidden);
+    IEnumerable<Param> Parameters { get; }
+}

@@ -83,15 +83,24 @@ public sealed class Trainer
     public const string MetricsFile = "metrics.jsonl";
 
     readonly LlamaModel _model;
-    readonly ILossHead _head;
+    readonly Func<ModelBatch, bool, bool, double> _objective;   // (batch, backward, training) → loss
     readonly TrainConfig _cfg;
     readonly IReadOnlyList<Param> _params;
     readonly string _dir;
 
+    /// <summary>A trainer for a token-level loss on the LM head's logits.</summary>
     public Trainer(LlamaModel model, ILossHead head, TrainConfig cfg, string outDir, IEnumerable<Param>? trainable = null)
+        : this(model, (b, bw, tr) => model.Step(b, head, bw, tr), cfg, outDir, trainable) { }
+
+    /// <summary>A trainer for a sequence-level loss on the final hidden states (its head's parameters
+    /// train along with the model's trainable ones).</summary>
+    public Trainer(LlamaModel model, IHiddenHead head, TrainConfig cfg, string outDir)
+        : this(model, (b, bw, tr) => model.StepHidden(b, head, bw, tr), cfg, outDir, model.TrainableParameters.Concat(head.Parameters)) { }
+
+    Trainer(LlamaModel model, Func<ModelBatch, bool, bool, double> objective, TrainConfig cfg, string outDir, IEnumerable<Param>? trainable)
     {
         cfg.Validate();
-        (_model, _head, _cfg, _dir) = (model, head, cfg, outDir);
+        (_model, _objective, _cfg, _dir) = (model, objective, cfg, outDir);
         _params = (trainable ?? model.TrainableParameters).ToList();
         if (_params.Count == 0) throw new ArgumentException("nothing to train: no trainable parameters");
         foreach (var p in _params) if (!p.Trainable) throw new ArgumentException($"parameter {p.Name} is frozen");
@@ -128,7 +137,7 @@ public sealed class Trainer
                 long index = (long)Step * _cfg.Accumulation + j;
                 var batch = train.Get(index);
                 _model.Pass.StepSeed = CounterRng.Derive(_cfg.Seed, (ulong)s, (ulong)j);
-                double l = _model.Step(batch, _head, backward: true, training: true);
+                double l = _objective(batch, true, true);
                 if (!double.IsFinite(l)) throw new NonFiniteException($"step {s}, micro-batch {j} (data index {index}): loss is {l}");
                 loss += l / _cfg.Accumulation;
                 tokens += batch.Mask.Count(m => m != 0);
@@ -169,7 +178,7 @@ public sealed class Trainer
     public double Evaluate(IBatchSource eval)
     {
         double sum = 0;
-        for (long i = 0; i < eval.Count; i++) sum += _model.Step(eval.Get(i), _head, backward: false, training: false);
+        for (long i = 0; i < eval.Count; i++) sum += _objective(eval.Get(i), false, false);
         return sum / Math.Max(1, eval.Count);
     }
 
