@@ -12,14 +12,19 @@ public class BaselineHeadTests
 
     [TestCase(NegativeObjective.Unlikelihood)]
     [TestCase(NegativeObjective.NegativeTraining)]
-    public void Gradients_MatchFiniteDifferences_Fp64(NegativeObjective obj)
+    public void Gradients_MatchFiniteDifferences_Fp64(NegativeObjective obj) => CheckGradients(new PolarityHead(obj, tau: 2.3f), obj.ToString());
+
+    [TestCase(0.5f)]
+    [TestCase(-5f)]   // hinge inactive: only the positives' cross-entropy remains
+    public void Contrastive_Gradients_MatchFiniteDifferences_Fp64(float margin) => CheckGradients(new ContrastiveHead(margin), $"CL m={margin}");
+
+    static void CheckGradients(ILossHead head, string what)
     {
         var ops = new CpuBackend<double>();
         var cfg = LlamaConfig.Tiny with { Dim = 8, Heads = 2, FfnDim = 12, Vocab = 11 };
         using var m = new LlamaModel(ops, cfg, DType.F32, seed: 3);
         foreach (var a in m.AddLora(new LoraConfig { Rank = 2, Dropout = 0 }, seed: 4)) ops.Write(a.B.W, TestUtil.RandD((int)a.B.Length, 5, 0.5));
-        // tau = 2.3 puts some negative tokens on each side of NT's bound
-        var head = new PolarityHead(obj, tau: 2.3f);
+        // for NT, tau = 2.3 puts some negative tokens on each side of the bound
         var batch = Mixed(cfg);
         m.Step(batch, head, backward: true);
         const double h = 1e-6;
@@ -33,7 +38,7 @@ public class BaselineHeadTests
                 w[i] = o - h; ops.Write(p.W, w); double lm = m.Step(batch, head, backward: false);
                 w[i] = o; ops.Write(p.W, w);
                 double fd = (lp - lm) / (2 * h);
-                Assert.That(g[i], Is.EqualTo(fd).Within(1e-7 + 1e-5 * Math.Abs(fd)), $"{obj} {p.Name}[{i}]");
+                Assert.That(g[i], Is.EqualTo(fd).Within(1e-7 + 1e-5 * Math.Abs(fd)), $"{what} {p.Name}[{i}]");
             }
         }
     }
