@@ -60,6 +60,7 @@ public sealed class IlgpuBackend : IBackend
     readonly DropoutKernels.Launcher _drop;
     readonly CrossEntropyKernels.Launcher _ce;
     readonly AdamWKernels.Launcher _adam;
+    readonly NatKernels.Launcher _nat;
     readonly MemoryBuffer1D<float, Stride1D.Dense> _dummyF;
     readonly MemoryBuffer1D<ushort, Stride1D.Dense> _dummyH;
     readonly Dictionary<(int, float), MemoryBuffer1D<float, Stride1D.Dense>> _invFreq = new();
@@ -91,6 +92,7 @@ public sealed class IlgpuBackend : IBackend
         _drop = new(Accelerator);
         _ce = new(Accelerator, _group);
         _adam = new(Accelerator);
+        _nat = new(Accelerator, _group);
         _dummyF = Accelerator.Allocate1D<float>(1);
         _dummyH = Accelerator.Allocate1D<ushort>(1);
     }
@@ -204,6 +206,19 @@ public sealed class IlgpuBackend : IBackend
         => _ce.Fused(F(logits), F(losses), I(targets), n, v, weight, computeGrad);
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
         => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
+    public void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp)
+    {
+        foreach (var t in new[] { mix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationForward");
+        aNeg.Expect(n, "IntegrationForward aNeg");
+        _nat.Forward(F(mix), F(aNeg), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), n, d, beta, invTemp);
+    }
+    public void IntegrationBackward(Tensor dq, Tensor dkPos, Tensor dkNeg, Tensor duPos, Tensor duNeg, Tensor dmix,
+        Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, Tensor aNeg, int n, int d, float beta, float invTemp)
+    {
+        foreach (var t in new[] { dq, dkPos, dkNeg, duPos, duNeg, dmix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationBackward");
+        aNeg.Expect(n, "IntegrationBackward aNeg");
+        _nat.Backward(F(dq), F(dkPos), F(dkNeg), F(duPos), F(duNeg), F(dmix), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), F(aNeg), n, d, beta, invTemp);
+    }
 
     public void Dispose()
     {

@@ -197,6 +197,37 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
         => Ops.AdamW.Step<T>(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
 
+    public void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp)
+    {
+        foreach (var t in new[] { mix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationForward");
+        aNeg.Expect(n, "IntegrationForward aNeg");
+        var (mx, an, qs, kp, kn, up, un) = (F(mix), F(aNeg), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg));
+        T b = T.CreateTruncating(beta), it = T.CreateTruncating(invTemp);
+        Rows(n, (lo, hi) =>
+        {
+            int o = lo * d, len = (hi - lo) * d;
+            Integration.Forward<T>(mx.AsSpan(o, len), an.AsSpan(lo, hi - lo), qs.AsSpan(o, len), kp.AsSpan(o, len), kn.AsSpan(o, len),
+                up.AsSpan(o, len), un.AsSpan(o, len), hi - lo, d, b, it);
+        });
+    }
+
+    public void IntegrationBackward(Tensor dq, Tensor dkPos, Tensor dkNeg, Tensor duPos, Tensor duNeg, Tensor dmix,
+        Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, Tensor aNeg, int n, int d, float beta, float invTemp)
+    {
+        foreach (var t in new[] { dq, dkPos, dkNeg, duPos, duNeg, dmix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationBackward");
+        aNeg.Expect(n, "IntegrationBackward aNeg");
+        var (gq, gkp, gkn, gup, gun, gm) = (F(dq), F(dkPos), F(dkNeg), F(duPos), F(duNeg), F(dmix));
+        var (qs, kp, kn, up, un, an) = (F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), F(aNeg));
+        T b = T.CreateTruncating(beta), it = T.CreateTruncating(invTemp);
+        Rows(n, (lo, hi) =>
+        {
+            int o = lo * d, len = (hi - lo) * d;
+            Integration.Backward<T>(gq.AsSpan(o, len), gkp.AsSpan(o, len), gkn.AsSpan(o, len), gup.AsSpan(o, len), gun.AsSpan(o, len),
+                gm.AsSpan(o, len), qs.AsSpan(o, len), kp.AsSpan(o, len), kn.AsSpan(o, len), up.AsSpan(o, len), un.AsSpan(o, len),
+                an.AsSpan(lo, hi - lo), hi - lo, d, b, it);
+        });
+    }
+
     /// <summary>Runs body over [lo, hi) row ranges in parallel; rows are independent.</summary>
     static void Rows(int n, Action<int, int> body)
     {

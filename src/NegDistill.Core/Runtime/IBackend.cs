@@ -78,4 +78,14 @@ public interface IBackend : IDisposable
 
     /// <summary>AdamW (decoupled weight decay, bias-corrected), step t ≥ 1, on the first n values.</summary>
     void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t);
+
+    // ---- NAT dynamic integration unit (method.md Step 1.2; math: Ops/Integration.cs) ----------
+    /// <summary>Per row of q, kPos, kNeg, uPos, uNeg (N,D; u before GELU): aNeg(N) = softmax weight of
+    /// the negative branch of (q·k_i)·invTemp, α = 2β·aNeg − β, mix(N,D) = (1−α)·GELU(uPos) + α·GELU(uNeg).
+    /// The caller adds mix·U2ᵀ to the projection output.</summary>
+    void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp);
+    /// <summary>Backward of <see cref="IntegrationForward"/> given dmix(N,D); accumulates into dq, dkPos,
+    /// dkNeg, duPos, duNeg (N,D).</summary>
+    void IntegrationBackward(Tensor dq, Tensor dkPos, Tensor dkNeg, Tensor duPos, Tensor duNeg, Tensor dmix,
+        Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, Tensor aNeg, int n, int d, float beta, float invTemp);
 }

@@ -1,0 +1,116 @@
+using ILGPU;
+using ILGPU.Runtime;
+using NegDistill.Ops;
+
+namespace NegDistill.Kernels;
+
+/// <summary>
+/// NAT's dynamic integration unit, the fused per-row part (method.md Step 1.2). CPU twin and the full
+/// derivation: src/NegDistill.Core/Ops/Integration.cs. The linear parts (LoRA deltas, Q, K, U1, U2)
+/// are matmuls in NatAdapter; these two kernels do everything between them, one group per row of D
+/// (= 128) features:
+///
+///   forward:  ℓ_i = q·k_i / T (two tree reductions), a_neg = 1/(1 + exp(ℓ_pos − ℓ_neg)),
+///             α = 2β·a_neg − β, mix = (1 − α)·GELU(u_pos) + α·GELU(u_neg); then y += mix·U2ᵀ (matmul).
+///   backward: given dmix = dy·U2 (matmul): dα = Σ dmix·(GELU(u_neg) − GELU(u_pos)) (one reduction),
+///             du_i += w_i·dmix·GELU'(u_i), dℓ_neg = 2β·dα·a(1−a)/T = −dℓ_pos, dq += Σ_i dℓ_i·k_i,
+///             dk_i += dℓ_i·q.
+///
+/// What is kept between them, with shapes (N rows): q, k_pos, k_neg, u_pos, u_neg (N,D) — the matmul
+/// outputs, needed for the score and GELU derivatives; a_neg (N), the only per-row scalar the backward
+/// needs (α follows from it); mix (N,D), read by the dU2 matmul. GELU(u) and GELU'(u) are recomputed
+/// in the backward (one erf each) instead of being stored. Folding U2 behind the mixture
+/// (U2 is linear, so (1−α)·U2 g_pos + α·U2 g_neg = U2 mix) means the per-projection v_pos, v_neg and
+/// their gradients (4 × N×d_out) are never materialised.
+///
+/// Memory traffic per row: forward reads 5·D and writes D + 1 floats, backward reads 6·D and
+/// read-modify-writes 5·D — a few KB per row, negligible next to the N×d_out matmuls around it.
+/// Loops over features are strided by the group size, so neighbouring threads touch neighbouring
+/// addresses (coalesced). GELU uses <see cref="Gelu.PhiF"/>, the same function as the fp32 CPU twin.
+/// </summary>
+public static class NatKernels
+{
+    public struct Dims
+    {
+        public int D;
+        public float Beta, InvTemp;
+    }
+
+    /// <summary>Grid: N groups. mix(N,D), aNeg(N) written; q, kPos, kNeg, uPos, uNeg (N,D) read.</summary>
+    public static void ForwardKernel(ArrayView<float> mix, ArrayView<float> aNeg, ArrayView<float> q, ArrayView<float> kPos, ArrayView<float> kNeg,
+        ArrayView<float> uPos, ArrayView<float> uNeg, Dims p)
+    {
+        var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        long row = Grid.IdxX, o = row * p.D;
+        float sp = 0f, sn = 0f;
+        for (int j = Group.IdxX; j < p.D; j += Group.DimX)
+        {
+            float qj = q[o + j];
+            sp += qj * kPos[o + j];
+            sn += qj * kNeg[o + j];
+        }
+        sp = GroupReduce.Sum(sp, sh);
+        sn = GroupReduce.Sum(sn, sh);
+        float a = 1f / (1f + MathF.Exp(sp * p.InvTemp - sn * p.InvTemp));
+        if (Group.IdxX == 0) aNeg[row] = a;
+        float alpha = 2f * p.Beta * a - p.Beta;
+        for (int j = Group.IdxX; j < p.D; j += Group.DimX)
+            mix[o + j] = (1f - alpha) * Gelu.ForwardF(uPos[o + j]) + alpha * Gelu.ForwardF(uNeg[o + j]);
+    }
+
+    /// <summary>Grid: N groups. Accumulates into dq, dkPos, dkNeg, duPos, duNeg (N,D).</summary>
+    public static void BackwardKernel(ArrayView<float> dq, ArrayView<float> dkPos, ArrayView<float> dkNeg, ArrayView<float> duPos, ArrayView<float> duNeg,
+        ArrayView<float> dmix, ArrayView<float> q, ArrayView<float> kPos, ArrayView<float> kNeg, ArrayView<float> uPos, ArrayView<float> uNeg,
+        ArrayView<float> aNeg, Dims p)
+    {
+        var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        long row = Grid.IdxX, o = row * p.D;
+        float a = aNeg[row], alpha = 2f * p.Beta * a - p.Beta;
+        float dAlpha = 0f;
+        for (int j = Group.IdxX; j < p.D; j += Group.DimX)
+        {
+            float g = dmix[o + j], up = uPos[o + j], un = uNeg[o + j];
+            dAlpha += g * (Gelu.ForwardF(un) - Gelu.ForwardF(up));
+            duPos[o + j] += (1f - alpha) * g * Gelu.GradF(up);
+            duNeg[o + j] += alpha * g * Gelu.GradF(un);
+        }
+        dAlpha = GroupReduce.Sum(dAlpha, sh);
+        float dlNeg = 2f * p.Beta * dAlpha * a * (1f - a) * p.InvTemp, dlPos = -dlNeg;
+        for (int j = Group.IdxX; j < p.D; j += Group.DimX)
+        {
+            float qj = q[o + j];
+            dq[o + j] += dlPos * kPos[o + j] + dlNeg * kNeg[o + j];
+            dkPos[o + j] += dlPos * qj;
+            dkNeg[o + j] += dlNeg * qj;
+        }
+    }
+
+    /// <summary>Typed launchers, loaded once per accelerator. The group is the backend's size, halved
+    /// while half of it still covers D (so D = 128 runs 128-thread groups on a GPU, not 256 with half
+    /// idle); it stays a power of two, as <see cref="GroupReduce"/> needs.</summary>
+    public sealed class Launcher(Accelerator acc, int group)
+    {
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims> _fwd =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims>(ForwardKernel);
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims> _bwd =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims>(BackwardKernel);
+
+        int GroupFor(int d)
+        {
+            int g = group;
+            while (g > 16 && g / 2 >= d) g /= 2;
+            return g;
+        }
+
+        public void Forward(ArrayView<float> mix, ArrayView<float> aNeg, ArrayView<float> q, ArrayView<float> kPos, ArrayView<float> kNeg,
+            ArrayView<float> uPos, ArrayView<float> uNeg, int n, int d, float beta, float invTemp)
+            => _fwd(new KernelConfig(n, GroupFor(d)), mix, aNeg, q, kPos, kNeg, uPos, uNeg, new Dims { D = d, Beta = beta, InvTemp = invTemp });
+
+        public void Backward(ArrayView<float> dq, ArrayView<float> dkPos, ArrayView<float> dkNeg, ArrayView<float> duPos, ArrayView<float> duNeg,
+            ArrayView<float> dmix, ArrayView<float> q, ArrayView<float> kPos, ArrayView<float> kNeg, ArrayView<float> uPos, ArrayView<float> uNeg,
+            ArrayView<float> aNeg, int n, int d, float beta, float invTemp)
+            => _bwd(new KernelConfig(n, GroupFor(d)), dq, dkPos, dkNeg, duPos, duNeg, dmix, q, kPos, kNeg, uPos, uNeg, aNeg, new Dims { D = d, Beta = beta, InvTemp = invTemp });
+    }
+}
