@@ -1,11 +1,13 @@
 using System.Diagnostics;
 using System.Text;
 using NegDistill.Data;
+using NegDistill.Data.Evaluation;
 using NegDistill.Data.Synthetic;
 using NegDistill.Infer;
 using NegDistill.Model;
 using NegDistill.Runtime;
 using NegDistill.Train;
+using NegDistill.Cli.Pipeline;
 
 namespace NegDistill.Cli;
 
@@ -20,10 +22,11 @@ sealed record DemoOptions
     public int PretrainSteps { get; init; } = 200;
     public int StageSteps { get; init; } = 150;
     public int MicroBatch { get; init; } = 16;
+    public int AugmentQuestions { get; init; } = 64;
     public bool Quick { get; init; }
 
     public DemoOptions Resolve() => Quick
-        ? this with { TrainProblems = 80, TestProblems = 12, PretrainSteps = 12, StageSteps = 6, MicroBatch = 8 }
+        ? this with { TrainProblems = 80, TestProblems = 12, PretrainSteps = 12, StageSteps = 6, MicroBatch = 8, AugmentQuestions = 8 }
         : this;
 }
 
@@ -31,8 +34,8 @@ sealed record DemoOptions
 /// The embedded default: the project's own small world (arithmetic word problems and a noisy teacher
 /// writing 8 rationales each in the authors' JSONL format), the exact MATH checker splitting them into
 /// D_pos and D_neg, a tiny LLaMA trained from scratch on related text, LoRA students trained on that
-/// base (CoT KD on D_pos, MIX on D_pos ∪ D_neg), and greedy accuracy on held-out problems.
-/// The paper's own stages (neg → NAT → NCE → rank → ASC) plug into this same pipeline as they land.
+/// base: the paper's stages (neg → NAT → self-augmentation → NCE → M_rank) and the CoT KD and MIX
+/// baselines, and greedy accuracy of each on held-out problems.
 /// </summary>
 static class Demo
 {
@@ -66,41 +69,116 @@ static class Demo
 
         // 3. base model from scratch on related text: other problems with their gold solutions
         string baseDir = Path.Combine(opt.Out, "base");
-        using var model = new LlamaModel(ops, cfg, DType.F32, trainBase: true, seed: opt.Seed);
-        var pretrainPairs = Enumerable.Range(500_000, Math.Max(opt.TrainProblems * 2, 200))
-            .Select(i => ArithmeticWorld.Problem(opt.Seed, i))
-            .Select(p => new Pair("Problem:\n" + p.Question, "Solution:\n" + p.GoldSolution, "Arithmetic", $"Level {p.Level}", true, p.Id)).ToList();
-        var pre = Train("pretrain", model, batcher, pretrainPairs, opt.PretrainSteps, 3e-3f, Path.Combine(opt.Out, "pretrain"), opt, cancel);
-        if (pre == null) return ExitCodes.Interrupted;
-        curves.Add(("pretrain", pre));
-        ModelIO.SaveBase(model, baseDir);
-        results.Add(("base (pretrained, no distillation)", Accuracy(model, tok, test), test.Count));
-
-        // 4. students: LoRA on the frozen base
-        using var student = new LlamaModel(ops, cfg, DType.F32, trainBase: false, seed: opt.Seed);
-        ModelIO.LoadBase(student, baseDir);
-        var lora = new LoraConfig();
-        foreach (var (name, pairs) in new[] { ("CoT KD", split.Positives), ("MIX", split.Positives.Concat(split.Negatives).ToList()) })
+        if (!File.Exists(Path.Combine(baseDir, "config.json")))
         {
-            student.ClearAdapters();
-            student.AddLora(lora, seed: opt.Seed + 7);
-            string dir = Path.Combine(opt.Out, name.Replace(" ", "").ToLowerInvariant());
-            var h = Train(name, student, batcher, pairs, opt.StageSteps, 3e-3f, dir, opt, cancel);
-            if (h == null) return ExitCodes.Interrupted;
-            curves.Add((name, h));
-            ModelIO.SaveLora(student, Path.Combine(dir, "adapter"), lora, baseModel: baseDir);
-            results.Add((name, Accuracy(student, tok, test), test.Count));
+            using var model = new LlamaModel(ops, cfg, DType.F32, trainBase: true, seed: opt.Seed);
+            var pretrainPairs = Enumerable.Range(500_000, Math.Max(opt.TrainProblems * 2, 200))
+                .Select(i => ArithmeticWorld.Problem(opt.Seed, i))
+                .Select(p => new Pair("Problem:\n" + p.Question, "Solution:\n" + p.GoldSolution, "Arithmetic", $"Level {p.Level}", true, p.Id)).ToList();
+            var pre = Train("pretrain", model, batcher, pretrainPairs, opt.PretrainSteps, 3e-3f, Path.Combine(opt.Out, "pretrain"), opt, cancel);
+            if (pre == null) return ExitCodes.Interrupted;
+            curves.Add(("pretrain", pre));
+            ModelIO.SaveBase(model, baseDir);
         }
+        else Console.WriteLine("base: complete, skipped");
 
-        // 5. report
+        // 4. the stages, each a LoRA on the frozen base
+        var ctx = new StageContext
+        {
+            Ops = ops, Config = cfg, BaseDir = baseDir, OutDir = opt.Out, Tokenizer = tok, Batcher = batcher, Cancel = cancel,
+            Train = new TrainConfig
+            {
+                Steps = opt.StageSteps, MicroBatch = opt.MicroBatch, EffectiveBatch = opt.MicroBatch, LearningRate = 3e-3f,
+                WarmupSteps = Math.Max(1, opt.StageSteps / 10), CheckpointEvery = Math.Max(1, opt.StageSteps / 4), Seed = opt.Seed,
+            },
+            Lora = new LoraConfig(), Positives = split.Positives, Negatives = split.Negatives,
+        };
+        try
+        {
+            Stages.LoraCe(ctx, "neg", split.Negatives);                              // step 1.1
+            Stages.Nat(ctx);                                                         // step 1.2
+            var augmented = SelfAugment(ctx, opt);                                   // step 2, self-augmentation
+            Stages.Nce(ctx, augmented);                                              // step 2, calibrated distillation
+            Stages.LoraCe(ctx, "kd", split.Positives);                               // baseline CoT KD
+            Stages.LoraCe(ctx, "mix", split.Positives.Concat(split.Negatives).ToList()); // baseline MIX
+            var held = new DatasetSplitter().Split(Enumerable.Range(2_000_000, Math.Max(10, opt.TestProblems / 2))
+                .Select(i => HeldOutRecord(opt.Seed, i)));
+            var (rankAcc, rankAuc) = Stages.Rank(ctx, held.Positives, held.Negatives);   // step 3, M_rank
+            ctx.Log.Add($"ranking model: held-out accuracy {100 * rankAcc:F1} %, AUC {rankAuc:F3} on {held.Positives.Count + held.Negatives.Count} unseen rationales");
+        }
+        catch (StageInterrupted e) { Console.WriteLine(e.Message); return ExitCodes.Interrupted; }
+        curves.AddRange(ctx.Curves);
+
+        // 5. greedy accuracy of every model on the held-out problems
+        using (var bm = Stages.LoadBase(ctx)) results.Add(("base (pretrained, no distillation)", Accuracy(bm, tok, test), test.Count));
+        foreach (var (name, stage) in new[] { ("CoT KD (LoRA on D_pos)", "kd"), ("MIX (LoRA on D_pos ∪ D_neg)", "mix"), ("NCE student", "nce") })
+        {
+            using var m = Stages.LoadBase(ctx);
+            ModelIO.LoadLora(m, ctx.AdapterDir(stage));
+            results.Add((name, Accuracy(m, tok, test), test.Count));
+        }
+        using (var nat = Stages.LoadNat(ctx)) results.Add(("NAT (LoRA_neg + LoRA_pos + integration)", Accuracy(nat, tok, test), test.Count));
+
+        // 6. report
         Console.WriteLine();
         Console.WriteLine(LossTable(curves));
+        foreach (var line in ctx.Log) Console.WriteLine(line);
         var table = ResultTable(results);
         Console.WriteLine(table);
-        File.WriteAllText(Path.Combine(opt.Out, "results.md"), table);
-        Console.WriteLine($"done in {total.Elapsed:mm\\:ss}; adapters and metrics under {opt.Out}");
-        Console.WriteLine("The paper's NAT, NCE and ASC stages are not in this run yet (see README, 'Status').");
+        File.WriteAllText(Path.Combine(opt.Out, "results.md"), table + "\n" + string.Join("\n", ctx.Log) + "\n");
+        WritePlots(opt.Out, curves);
+        Console.WriteLine($"done in {total.Elapsed:mm\\:ss}; adapters, metrics and plots under {opt.Out}");
         return ExitCodes.Ok;
+    }
+
+    static TeacherRecord HeldOutRecord(ulong seed, int i)
+    {
+        var p = ArithmeticWorld.Problem(seed, i);
+        var gen = ArithmeticWorld.Teacher(p, seed).Select(t => (string?)t.Text).ToList();
+        return new TeacherRecord("Problem:\n" + p.Question, p.GoldSolution, gen, $"Level {p.Level}", "Arithmetic", "held-out", i);
+    }
+
+    /// <summary>Step 2's self-augmentation: the NAT model answers the training questions; the rationales
+    /// whose answer the checker accepts join D_pos.</summary>
+    static IReadOnlyList<Pair> SelfAugment(StageContext ctx, DemoOptions opt)
+    {
+        if (Stages.Done(ctx, "nce")) return ctx.Positives;
+        var questions = ctx.Positives.Concat(ctx.Negatives).GroupBy(p => p.Question).Select(g => g.First()).Take(opt.AugmentQuestions).ToList();
+        var refs = new DatasetSplitter().SplitPath(Path.Combine(opt.Out, "data", "teacher.jsonl"));
+        using var nat = Stages.LoadNat(ctx);
+        var prompts = questions.Select(q => ctx.Tokenizer.Encode(q.Question + "\nSolution:\n", true, false)).ToList();
+        var outs = GreedyDecoder.Generate(nat, prompts, maxNewTokens: 96, eos: ctx.Tokenizer.EosId, pad: ctx.Tokenizer.PadId, batchSize: 64);
+        var gold = ReferenceByQuestion(Path.Combine(opt.Out, "data", "teacher.jsonl"));
+        var added = new List<Pair>();
+        for (int i = 0; i < questions.Count; i++)
+        {
+            string text = "Solution:\n" + ctx.Tokenizer.Decode(outs[i]);
+            if (gold.TryGetValue(questions[i].Question, out var reference) && MathChecker.IsCorrect(text, reference))
+                added.Add(questions[i] with { Rationale = text, Positive = true, SourceId = questions[i].SourceId + "#nat" });
+        }
+        ctx.Log.Add($"self-augmentation: the NAT model answered {questions.Count} training questions greedily; {added.Count} correct rationales joined D_pos ({ctx.Positives.Count} → {ctx.Positives.Count + added.Count})");
+        return ctx.Positives.Concat(added).ToList();
+    }
+
+    static Dictionary<string, string> ReferenceByQuestion(string teacherPath)
+    {
+        var d = new Dictionary<string, string>();
+        foreach (var r in new TeacherDataLoader(MalformedPolicy.Skip).Load(teacherPath)) d[r.Question] = r.Answer;
+        return d;
+    }
+
+    static void WritePlots(string outDir, List<(string Name, List<StepMetrics> History)> curves)
+    {
+        var series = curves.Select(c => new PlotSeries(c.Name, c.History.Select(h => (double)h.Step).ToList(), c.History.Select(h => h.Loss).ToList())).ToArray();
+        LinePlot.Save(Path.Combine(outDir, "loss_curves.png"), "training loss", "step", "loss", series);
+        string alpha = Path.Combine(outDir, "nat", "alpha.jsonl");
+        if (!File.Exists(alpha)) return;
+        var rows = File.ReadLines(alpha).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
+            .Select(e => (Step: e.GetProperty("step").GetInt32(), Layer: e.GetProperty("layer").GetInt32(), Proj: e.GetProperty("proj").GetString()!, Mean: e.GetProperty("alpha_mean").GetDouble()))
+            .ToList();
+        var alphaSeries = rows.GroupBy(r => $"layer {r.Layer} {r.Proj}")
+            .Select(g => new PlotSeries(g.Key, g.Select(r => (double)r.Step).ToList(), g.Select(r => r.Mean).ToList())).ToArray();
+        LinePlot.Save(Path.Combine(outDir, "alpha_per_layer.png"), "NAT: mean α per layer (α < 0 pushes away from LoRA_neg)", "step", "mean α", alphaSeries);
     }
 
     static List<StepMetrics>? Train(string name, LlamaModel model, Batcher batcher, IReadOnlyList<Pair> pairs, int steps, float lr,

@@ -97,7 +97,9 @@ public sealed class Trainer
     public Trainer(LlamaModel model, IHiddenHead head, TrainConfig cfg, string outDir)
         : this(model, (b, bw, tr) => model.StepHidden(b, head, bw, tr), cfg, outDir, model.TrainableParameters.Concat(head.Parameters)) { }
 
-    Trainer(LlamaModel model, Func<ModelBatch, bool, bool, double> objective, TrainConfig cfg, string outDir, IEnumerable<Param>? trainable)
+    /// <summary>A trainer for any objective: (batch, backward, training) → loss, accumulating into the
+    /// gradients of <paramref name="trainable"/> (e.g. NCE, whose teachers run before the student).</summary>
+    public Trainer(LlamaModel model, Func<ModelBatch, bool, bool, double> objective, TrainConfig cfg, string outDir, IEnumerable<Param>? trainable)
     {
         cfg.Validate();
         (_model, _objective, _cfg, _dir) = (model, objective, cfg, outDir);

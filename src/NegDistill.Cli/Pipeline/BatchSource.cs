@@ -2,7 +2,7 @@ using NegDistill.Data;
 using NegDistill.Model;
 using NegDistill.Train;
 
-namespace NegDistill.Cli;
+namespace NegDistill.Cli.Pipeline;
 
 /// <summary>Serves the data layer's length-grouped, seed-shuffled batches to the trainer by global index
 /// (epoch = index / batches per epoch), so a resumed run sees the same batches.</summary>
