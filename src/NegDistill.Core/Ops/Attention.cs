@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Numerics.Tensors;
 namespace NegDistill.Ops;
 
 /// <summary>
@@ -32,10 +33,7 @@ public static class Attention
             for (int s = 0; s <= t; s++)
             {
                 if (keyMask[b * Tn + s] == T.Zero) continue;
-                var ks = k.Slice((b * Tn + s) * C + h * hd, hd);
-                T dot = T.Zero;
-                for (int i = 0; i < hd; i++) dot += qt[i] * ks[i];
-                dot *= scale;
+                T dot = TensorPrimitives.Dot(qt, k.Slice((b * Tn + s) * C + h * hd, hd)) * scale;
                 prow[s] = dot;
                 if (dot > max) max = dot;
             }
@@ -55,8 +53,7 @@ public static class Attention
                 T p = prow[s] * inv;
                 prow[s] = p;
                 if (p == T.Zero) continue;
-                var vs = v.Slice((b * Tn + s) * C + h * hd, hd);
-                for (int i = 0; i < hd; i++) ot[i] += p * vs[i];
+                TensorPrimitives.MultiplyAdd(v.Slice((b * Tn + s) * C + h * hd, hd), p, ot, ot);
             }
         }
     }
@@ -78,9 +75,7 @@ public static class Attention
             T acc = T.Zero;
             for (int s = 0; s <= t; s++)
             {
-                var vs = v.Slice((b * Tn + s) * C + h * hd, hd);
-                T d = T.Zero;
-                for (int i = 0; i < hd; i++) d += dot[i] * vs[i];
+                T d = TensorPrimitives.Dot(dot, v.Slice((b * Tn + s) * C + h * hd, hd));
                 datt[row + s] = d;
                 acc += att[row + s] * d;
             }
@@ -90,8 +85,7 @@ public static class Attention
                 T ds = s <= t ? att[row + s] * (datt[row + s] - acc) : T.Zero;
                 datt[row + s] = ds;
                 if (ds == T.Zero) continue;
-                var ks = k.Slice((b * Tn + s) * C + h * hd, hd);
-                for (int i = 0; i < hd; i++) dqt[i] += ds * ks[i] * scale;
+                TensorPrimitives.MultiplyAdd(k.Slice((b * Tn + s) * C + h * hd, hd), ds * scale, dqt, dqt);
             }
         }
         // pass 2, per key row: dk and dv
@@ -105,13 +99,8 @@ public static class Attention
             {
                 int row = ((b * H + h) * Tn + t) * Tn;
                 T ds = datt[row + s], p = att[row + s];
-                var qt = q.Slice((b * Tn + t) * C + h * hd, hd);
-                var dot = dout.Slice((b * Tn + t) * C + h * hd, hd);
-                for (int i = 0; i < hd; i++)
-                {
-                    dks[i] += ds * qt[i] * scale;
-                    dvs[i] += p * dot[i];
-                }
+                if (ds != T.Zero) TensorPrimitives.MultiplyAdd(q.Slice((b * Tn + t) * C + h * hd, hd), ds * scale, dks, dks);
+                if (p != T.Zero) TensorPrimitives.MultiplyAdd(dout.Slice((b * Tn + t) * C + h * hd, hd), p, dvs, dvs);
             }
         }
     }
