@@ -66,6 +66,27 @@ public class BaselineHeadTests
         Assert.That(tr.History.All(s => double.IsFinite(s.Loss)), Is.True);
     }
 
+    [Test]
+    public void Contrastive_Training_RanksThePositiveAboveTheNegative()
+    {
+        var ops = new CpuBackend();
+        var cfg = LlamaConfig.Tiny;
+        using var m = new LlamaModel(ops, cfg, DType.F32, seed: 1);
+        m.AddLora(new LoraConfig { Dropout = 0, Targets = [Proj.q_proj, Proj.v_proj, Proj.down_proj] }, seed: 2);
+        var pos = ModelParityTests.TinyBatch(cfg, b: 1, t: 8, seed: 21, pad: false);
+        var neg = ModelParityTests.TinyBatch(cfg, b: 1, t: 8, seed: 22, pad: false);
+        var pair = new ModelBatch(2, 8, pos.Tokens.Concat(neg.Tokens).ToArray(), pos.Targets.Concat(neg.Targets).ToArray(), pos.Mask.Concat(neg.Mask).ToArray()) { Labels = [1f, 0f] };
+        var ce = new CrossEntropyHead();
+        double gap0 = m.Step(neg, ce, false, false) - m.Step(pos, ce, false, false);
+        var tr = new Trainer(m, new ContrastiveHead(margin: 1f), new TrainConfig { Steps = 30, MicroBatch = 2, EffectiveBatch = 2, LearningRate = 1e-2f },
+            Path.Combine(Path.GetTempPath(), "nd-cl-" + Guid.NewGuid().ToString("N")[..8]));
+        tr.Run(new FixedSource(pair));
+        double gap1 = m.Step(neg, ce, false, false) - m.Step(pos, ce, false, false);
+        TestContext.Out.WriteLine($"CL: mean-token NLL gap (negative − positive) {gap0:F3} → {gap1:F3}; loss {tr.History[0].Loss:F3} → {tr.History[^1].Loss:F3}");
+        Assert.That(gap1, Is.GreaterThan(gap0 + 0.5));
+        Assert.That(tr.History[^1].Loss, Is.LessThan(tr.History[0].Loss));
+    }
+
     sealed class FixedSource(ModelBatch b) : IBatchSource
     {
         public ModelBatch Get(long index) => b;
