@@ -22,11 +22,12 @@ sealed record DemoOptions
     public int PretrainSteps { get; init; } = 200;
     public int StageSteps { get; init; } = 150;
     public int MicroBatch { get; init; } = 16;
-    public int AugmentQuestions { get; init; } = 64;
+    public int AugmentQuestions { get; init; } = 400;
+    public int Samples { get; init; } = 16;
     public bool Quick { get; init; }
 
     public DemoOptions Resolve() => Quick
-        ? this with { TrainProblems = 80, TestProblems = 12, PretrainSteps = 12, StageSteps = 6, MicroBatch = 8, AugmentQuestions = 8 }
+        ? this with { TrainProblems = 80, TestProblems = 12, PretrainSteps = 12, StageSteps = 6, MicroBatch = 8, AugmentQuestions = 8, Samples = 4 }
         : this;
 }
 
@@ -119,13 +120,20 @@ static class Demo
         }
         using (var nat = Stages.LoadNat(ctx)) results.Add(("NAT (LoRA_neg + LoRA_pos + integration)", Accuracy(nat, tok, test), test.Count));
 
-        // 6. report
+        // 6. step 3: N candidates per question from the NCE student, scored by M_rank, SC / WS / ASC
+        var testQs = test.Select(p => new TestQuestion(p.Id, "Problem:\n" + p.Question + "\nSolution:\n", p.GoldSolution)).ToList();
+        string ascTable;
+        try { ascTable = Asc.Run(ctx, "nce", testQs, opt.Samples, maxNew: 96, seed: opt.Seed); }
+        catch (OperationCanceledException) { return ExitCodes.Interrupted; }
+
+        // 7. report
         Console.WriteLine();
         Console.WriteLine(LossTable(curves));
         foreach (var line in ctx.Log) Console.WriteLine(line);
         var table = ResultTable(results);
         Console.WriteLine(table);
-        File.WriteAllText(Path.Combine(opt.Out, "results.md"), table + "\n" + string.Join("\n", ctx.Log) + "\n");
+        Console.WriteLine(ascTable);
+        File.WriteAllText(Path.Combine(opt.Out, "results.md"), table + "\n" + ascTable + "\n" + string.Join("\n", ctx.Log) + "\n");
         WritePlots(opt.Out, curves);
         Console.WriteLine($"done in {total.Elapsed:mm\\:ss}; adapters, metrics and plots under {opt.Out}");
         return ExitCodes.Ok;
@@ -144,10 +152,9 @@ static class Demo
     {
         if (Stages.Done(ctx, "nce")) return ctx.Positives;
         var questions = ctx.Positives.Concat(ctx.Negatives).GroupBy(p => p.Question).Select(g => g.First()).Take(opt.AugmentQuestions).ToList();
-        var refs = new DatasetSplitter().SplitPath(Path.Combine(opt.Out, "data", "teacher.jsonl"));
         using var nat = Stages.LoadNat(ctx);
         var prompts = questions.Select(q => ctx.Tokenizer.Encode(q.Question + "\nSolution:\n", true, false)).ToList();
-        var outs = GreedyDecoder.Generate(nat, prompts, maxNewTokens: 96, eos: ctx.Tokenizer.EosId, pad: ctx.Tokenizer.PadId, batchSize: 64);
+        var outs = Asc.Greedy(nat, ctx.Tokenizer, prompts, maxNew: 96).Select(s => s.Tokens).ToArray();
         var gold = ReferenceByQuestion(Path.Combine(opt.Out, "data", "teacher.jsonl"));
         var added = new List<Pair>();
         for (int i = 0; i < questions.Count; i++)
@@ -156,7 +163,7 @@ static class Demo
             if (gold.TryGetValue(questions[i].Question, out var reference) && MathChecker.IsCorrect(text, reference))
                 added.Add(questions[i] with { Rationale = text, Positive = true, SourceId = questions[i].SourceId + "#nat" });
         }
-        ctx.Log.Add($"self-augmentation: the NAT model answered {questions.Count} training questions greedily; {added.Count} correct rationales joined D_pos ({ctx.Positives.Count} → {ctx.Positives.Count + added.Count})");
+        ctx.Log.Add($"self-augmentation: the NAT model answered {questions.Count} training questions (greedy, KV-cache decoder); {added.Count} correct rationales joined D_pos ({ctx.Positives.Count} → {ctx.Positives.Count + added.Count})");
         return ctx.Positives.Concat(added).ToList();
     }
 
@@ -203,10 +210,10 @@ static class Demo
     static int Accuracy(LlamaModel model, ITokenizer tok, IReadOnlyList<WorldProblem> test)
     {
         var prompts = test.Select(p => tok.Encode("Problem:\n" + p.Question + "\nSolution:\n", true, false)).ToList();
-        var outs = GreedyDecoder.Generate(model, prompts, maxNewTokens: 96, eos: tok.EosId, pad: tok.PadId, batchSize: 64);
+        var outs = Asc.Greedy(model, tok, prompts, maxNew: 96);
         int correct = 0;
         for (int i = 0; i < test.Count; i++)
-            if (MathChecker.IsCorrect(tok.Decode(outs[i]), test[i].GoldSolution)) correct++;
+            if (MathChecker.IsCorrect(tok.Decode(outs[i].Tokens), test[i].GoldSolution)) correct++;
         return correct;
     }
 
