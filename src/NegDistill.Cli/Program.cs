@@ -58,6 +58,35 @@ static class Program
         bench.Subcommands.Add(benchTrain);
         root.Subcommands.Add(bench);
 
+        var plan = new Command("plan", "Print the memory plan of a LoRA training run before anything is allocated.");
+        var planPreset = new Option<string>("--preset") { Description = "model shape: tiny, small, llama-7b", DefaultValueFactory = _ => "llama-7b" };
+        var planB = new Option<int>("--batch") { Description = "micro-batch (sequences)", DefaultValueFactory = _ => 16 };
+        var planT = new Option<int>("--seq") { Description = "tokens per sequence", DefaultValueFactory = _ => 256 };
+        var planW = new Option<string>("--weights") { Description = "frozen weight storage: bf16, f16, f32", DefaultValueFactory = _ => "bf16" };
+        var planRe = new Option<bool>("--recompute") { Description = "keep one layer's activations and recompute the rest in backward" };
+        var planGb = new Option<double>("--device-gb") { Description = "device memory to check the plan against (GB)", DefaultValueFactory = _ => 80 };
+        foreach (var o in new Option[] { planPreset, planB, planT, planW, planRe, planGb }) plan.Options.Add(o);
+        plan.SetAction(r => Guarded(_ =>
+        {
+            var dt = r.GetValue(planW)!.ToLowerInvariant() switch
+            {
+                "bf16" => Runtime.DType.BF16, "f16" => Runtime.DType.F16, "f32" => Runtime.DType.F32,
+                var w => throw new ArgumentException($"--weights: '{w}' is not bf16, f16 or f32"),
+            };
+            var cfg = Model.LlamaConfig.Preset(r.GetValue(planPreset)!);
+            int b = r.GetValue(planB), t = r.GetValue(planT);
+            var p = Model.MemoryPlan.ForTraining(cfg, dt, new Model.LoraConfig(), b, t, r.GetValue(planRe));
+            long device = (long)(r.GetValue(planGb) * 1e9);
+            Console.Write(p.Render($"LoRA training, {r.GetValue(planPreset)}, {dt} weights, micro-batch {b} × {t}", device));
+            if (p.Total > device)
+            {
+                Console.Error.WriteLine("does not fit: lower --batch or --seq, or add --recompute");
+                return ExitCodes.OutOfMemory;
+            }
+            return ExitCodes.Ok;
+        }));
+        root.Subcommands.Add(plan);
+
         return root.Parse(args).Invoke();
     }
 
