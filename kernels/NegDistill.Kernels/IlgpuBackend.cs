@@ -56,6 +56,8 @@ public sealed class IlgpuBackend : IBackend
     readonly RmsNormKernels.Launcher _rms;
     readonly RopeKernels.Launcher _rope;
     readonly AttentionKernels.Launcher _attn;
+    readonly KvCacheKernels.Launcher _kv;
+    readonly SamplingKernels.Launcher _sample;
     readonly SwiGluKernels.Launcher _swiglu;
     readonly DropoutKernels.Launcher _drop;
     readonly CrossEntropyKernels.Launcher _ce;
@@ -88,6 +90,8 @@ public sealed class IlgpuBackend : IBackend
         _rms = new(Accelerator, _group);
         _rope = new(Accelerator);
         _attn = new(Accelerator, _group);
+        _kv = new(Accelerator, _group);
+        _sample = new(Accelerator, _group);
         _swiglu = new(Accelerator);
         _drop = new(Accelerator);
         _ce = new(Accelerator, _group);
@@ -197,6 +201,27 @@ public sealed class IlgpuBackend : IBackend
         => _attn.Forward(F(outp), F(att), F(q), F(k), F(v), F(keyMask), b, t, nHeads, headDim);
     public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim)
         => _attn.Backward(F(dq), F(dk), F(dv), F(datt), F(dout), F(att), F(q), F(k), F(v), b, t, nHeads, headDim);
+
+    public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c)
+    {
+        k.Expect((long)r * c, "CacheWrite k"); v.Expect((long)r * c, "CacheWrite v");
+        _kv.Write(F(kCache), F(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c);
+    }
+    public void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowSlot, Tensor rowPos, int r, int tmax, int nHeads, int headDim)
+    {
+        outp.Expect((long)r * nHeads * headDim, "CachedAttention out"); q.Expect((long)r * nHeads * headDim, "CachedAttention q");
+        _kv.Attention(F(outp), F(q), F(kCache), F(vCache), I(rowSlot), I(rowPos), r, tmax, nHeads, headDim);
+    }
+    public void GatherRows(Tensor dst, Tensor src, Tensor rows, int r2, int c)
+    {
+        dst.Expect((long)r2 * c, "GatherRows dst");
+        _kv.Gather(F(dst), F(src), I(rows), r2, c);
+    }
+    public void SampleRows(Tensor logits, Tensor tokens, Tensor logProbs, Tensor rowSeed, Tensor rowCounter, int r, int v, float temperature, int topK, float topP)
+    {
+        logits.Expect((long)r * v, "SampleRows logits"); rowSeed.Expect(2L * r, "SampleRows rowSeed");
+        _sample.Sample(F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter), r, v, temperature, topK, topP);
+    }
 
     public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n);
     public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => _swiglu.Backward(F(dgate), F(dup), F(dh), F(gate), F(up), n);

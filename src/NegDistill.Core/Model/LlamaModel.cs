@@ -62,7 +62,7 @@ public sealed class LayerWeights
 /// The loss is computed by an <see cref="ILossHead"/> over row chunks of the logits so that at most
 /// one chunk of N×V exists at a time.
 /// </summary>
-public sealed class LlamaModel : IDisposable
+public sealed partial class LlamaModel : IDisposable
 {
     public IBackend Ops { get; }
     public LlamaConfig Config { get; }

@@ -182,6 +182,32 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
             ks.AsSpan(bi * t * c, t * c), vs.AsSpan(bi * t * c, t * c), 1, t, nHeads, headDim));
     }
 
+    public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c)
+    {
+        k.Expect((long)r * c, "CacheWrite k"); v.Expect((long)r * c, "CacheWrite v");
+        KvCacheOps.Write<T>(F(kCache), F(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c);
+    }
+    public void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowSlot, Tensor rowPos, int r, int tmax, int nHeads, int headDim)
+    {
+        int c = nHeads * headDim;
+        outp.Expect((long)r * c, "CachedAttention out"); q.Expect((long)r * c, "CachedAttention q");
+        var (o, qs, kc, vc, sl, ps) = (F(outp), F(q), F(kCache), F(vCache), I(rowSlot), I(rowPos));
+        // rows are independent; split them over threads once there is enough work to pay for it
+        if (r == 1 || (long)r * tmax * c < 1 << 16) KvCacheOps.Attend<T>(o, qs, kc, vc, sl, ps, 0, r, tmax, nHeads, headDim);
+        else Parallel.For(0, r, ri => KvCacheOps.Attend<T>(o, qs, kc, vc, sl, ps, ri, ri + 1, tmax, nHeads, headDim));
+    }
+    public void GatherRows(Tensor dst, Tensor src, Tensor rows, int r2, int c)
+    {
+        dst.Expect((long)r2 * c, "GatherRows dst");
+        KvCacheOps.Gather<T>(F(dst), F(src), I(rows), r2, c);
+    }
+    public void SampleRows(Tensor logits, Tensor tokens, Tensor logProbs, Tensor rowSeed, Tensor rowCounter, int r, int v, float temperature, int topK, float topP)
+    {
+        logits.Expect((long)r * v, "SampleRows logits"); rowSeed.Expect(2L * r, "SampleRows rowSeed");
+        var (z, tk, lp, sd, ct) = (F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter));
+        Rows(r, (lo, hi) => Sampling.Rows<T>(z, tk, lp, sd, ct, lo, hi, v, temperature, topK, topP));
+    }
+
     public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => SwiGlu.Forward<T>(F(h), F(gate), F(up), n);
     public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => SwiGlu.Backward<T>(F(dgate), F(dup), F(dh), F(gate), F(up), n);
 

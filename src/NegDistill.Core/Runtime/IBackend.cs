@@ -63,6 +63,22 @@ public interface IBackend : IDisposable
     /// <summary>datt: (B,H,T,T) scratch. Accumulates into dq, dk, dv.</summary>
     void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim);
 
+    // ---- KV-cache inference (math: Ops/KvCache.cs, Ops/Sampling.cs) --------------------------
+    // A forward is R rows, row r = one token of slot rowSlot[r] (I32) at absolute position rowPos[r] (I32).
+    /// <summary>kCache, vCache (S,Tmax,C) at [slot_r, pos_r, :] ← k, v (R,C).</summary>
+    void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c);
+    /// <summary>out (R,C): row r, head h attends to its slot's cache positions 0..rowPos[r] inclusive
+    /// (max-subtracted softmax, scale 1/√hd), so prefill rows and decode rows are the same op.</summary>
+    void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowSlot, Tensor rowPos, int r, int tmax, int nHeads, int headDim);
+    /// <summary>dst (R2,C) ← src[rows (R2, I32), :].</summary>
+    void GatherRows(Tensor dst, Tensor src, Tensor rows, int r2, int c);
+    /// <summary>One token per row of logits (R,V, read only) into tokens (R, I32; −1 for NaN rows) and
+    /// logProbs (R) = log softmax(z)[token] at temperature 1. temperature ≤ 0: arg-max (lowest index on
+    /// ties); else softmax(z/temperature) cut by top-k (k ≤ 0 or ≥ V: off) then top-p (p ≤ 0 or ≥ 1: off),
+    /// ties at the cut kept, drawn with CounterRng.Uniform(seed, counter): rowSeed (R,2, I32) holds each
+    /// row's 64-bit seed as (low, high) words, rowCounter (R, I32) its counter.</summary>
+    void SampleRows(Tensor logits, Tensor tokens, Tensor logProbs, Tensor rowSeed, Tensor rowCounter, int r, int v, float temperature, int topK, float topP);
+
     void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n);                            // h = silu(gate) ⊙ up
     void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n);
 

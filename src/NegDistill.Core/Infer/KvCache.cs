@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using NegDistill.Model;
+using NegDistill.Runtime;
+
+namespace NegDistill.Infer;
+
+/// <summary>
+/// The state of batched decoding on one backend: per layer, K and V of every slot's tokens, (S, Tmax, C)
+/// F32 each (slot s holds one sequence; position t of it at row s·Tmax + t), and the row buffers of
+/// <see cref="LlamaModel.ForwardRows"/>, sized to <see cref="MaxRows"/> rows and separate from the
+/// model's training activations, so that inference never reallocates or disturbs them.
+/// Memory: 2·L·S·Tmax·C·4 bytes of cache (LLaMA-7b, 16 slots of 512 positions: 8.6 GB) plus
+/// MaxRows·(7C + 3F + V)·4 bytes of rows.
+/// </summary>
+public sealed class KvCache : IDisposable
+{
+    public KvCache(LlamaModel model, int slots, int maxSeq, int maxRows)
+    {
+        var cfg = model.Config;
+        if (slots < 1) throw new ArgumentOutOfRangeException(nameof(slots), slots, "a KV cache needs at least one slot");
+        if (maxSeq < 1 || maxSeq > cfg.MaxSeq)
+            throw new ArgumentOutOfRangeException(nameof(maxSeq), maxSeq, $"cache length must be in [1, {cfg.MaxSeq}] (the model's max_position_embeddings)");
+        if (maxRows < 1) throw new ArgumentOutOfRangeException(nameof(maxRows), maxRows, "at least one row per forward");
+        (Model, Slots, MaxSeq, MaxRows) = (model, slots, maxSeq, maxRows);
+        var o = model.Ops;
+        int c = cfg.Dim, f = cfg.FfnDim, v = cfg.Vocab;
+        K = Enumerable.Range(0, cfg.Layers).Select(l => o.Alloc($"kv.k{l}", DType.F32, slots, maxSeq, c)).ToArray();
+        V = Enumerable.Range(0, cfg.Layers).Select(l => o.Alloc($"kv.v{l}", DType.F32, slots, maxSeq, c)).ToArray();
+        X = o.Alloc("kv.x", DType.F32, maxRows, c); Xn = o.Alloc("kv.xn", DType.F32, maxRows, c);
+        Q = o.Alloc("kv.q", DType.F32, maxRows, c); Kr = o.Alloc("kv.kr", DType.F32, maxRows, c); Vr = o.Alloc("kv.vr", DType.F32, maxRows, c);
+        Ao = o.Alloc("kv.ao", DType.F32, maxRows, c); Tmp = o.Alloc("kv.tmp", DType.F32, maxRows, c);
+        Rstd = o.Alloc("kv.rstd", DType.F32, maxRows);
+        G = o.Alloc("kv.g", DType.F32, maxRows, f); U = o.Alloc("kv.u", DType.F32, maxRows, f); Hh = o.Alloc("kv.h", DType.F32, maxRows, f);
+        Logits = o.Alloc("kv.logits", DType.F32, maxRows, v);
+        Tokens = o.Alloc("kv.tokens", DType.I32, maxRows); RowSlot = o.Alloc("kv.slot", DType.I32, maxRows);
+        RowPos = o.Alloc("kv.pos", DType.I32, maxRows); LogitRows = o.Alloc("kv.logitrows", DType.I32, maxRows);
+        Sampled = o.Alloc("kv.sampled", DType.I32, maxRows); SampledLogProb = o.Alloc("kv.sampled.lp", DType.F32, maxRows);
+        RowSeed = o.Alloc("kv.seed", DType.I32, maxRows, 2); RowCounter = o.Alloc("kv.counter", DType.I32, maxRows);
+    }
+
+    public LlamaModel Model { get; }
+    public int Slots { get; }
+    /// <summary>Tmax: positions per slot.</summary>
+    public int MaxSeq { get; }
+    /// <summary>Most rows one <see cref="LlamaModel.ForwardRows"/> call takes.</summary>
+    public int MaxRows { get; }
+    /// <summary>Per layer (S, Tmax, C).</summary>
+    public Tensor[] K { get; }
+    public Tensor[] V { get; }
+
+    // row buffers (MaxRows, ·)
+    internal Tensor X, Xn, Q, Kr, Vr, Ao, Tmp, Rstd, G, U, Hh, Logits;
+    internal Tensor Tokens, RowSlot, RowPos, LogitRows;
+    /// <summary>Sampling I/O of <see cref="IBackend.SampleRows"/>: tokens and log-probabilities out, seeds
+    /// (MaxRows, 2) and counters in.</summary>
+    public Tensor Sampled { get; }
+    public Tensor SampledLogProb { get; }
+    public Tensor RowSeed { get; }
+    public Tensor RowCounter { get; }
+
+    /// <summary>When set, <see cref="LlamaModel.ForwardRows"/> synchronises the backend around its op
+    /// groups and adds their wall time here (for profiling; off by default, as it serialises a GPU).</summary>
+    public InferenceTimings? Timings { get; set; }
+
+    public long Bytes => K.Sum(t => t.Bytes) + V.Sum(t => t.Bytes);
+
+    public void Dispose()
+    {
+        foreach (var t in K.Concat(V)) t.Dispose();
+        foreach (var t in new[] { X, Xn, Q, Kr, Vr, Ao, Tmp, Rstd, G, U, Hh, Logits, Tokens, RowSlot, RowPos, LogitRows, Sampled, SampledLogProb, RowSeed, RowCounter })
+            t.Dispose();
+    }
+}
+
+public enum InferencePhase { Matmul, Attention, Sampling, Other }
+
+/// <summary>Wall time of inference by op group, accumulated while <see cref="KvCache.Timings"/> is set.</summary>
+public sealed class InferenceTimings
+{
+    /// <summary>Projections with their adapters, and the LM head.</summary>
+    public TimeSpan Matmul;
+    /// <summary>RoPE, cache write and cached attention.</summary>
+    public TimeSpan Attention;
+    /// <summary>Next-token sampling (timed by the sampler) and the download of its result.</summary>
+    public TimeSpan Sampling;
+    /// <summary>Embedding, norms, SwiGLU, residual adds, row gather and uploads.</summary>
+    public TimeSpan Other;
+
+    public TimeSpan Total => Matmul + Attention + Sampling + Other;
+    public void Reset() => Matmul = Attention = Sampling = Other = TimeSpan.Zero;
+
+    /// <summary>When <paramref name="tm"/> is set: synchronises <paramref name="ops"/>, adds the time
+    /// since <paramref name="t0"/> to <paramref name="phase"/>, and sets <paramref name="t0"/> to now.</summary>
+    public static void Lap(InferenceTimings? tm, IBackend ops, ref long t0, InferencePhase phase)
+    {
+        if (tm == null) return;
+        ops.Synchronize();
+        long t1 = Stopwatch.GetTimestamp();
+        var dt = Stopwatch.GetElapsedTime(t0, t1);
+        t0 = t1;
+        switch (phase)
+        {
+            case InferencePhase.Matmul: tm.Matmul += dt; break;
+            case InferencePhase.Attention: tm.Attention += dt; break;
+            case InferencePhase.Sampling: tm.Sampling += dt; break;
+            default: tm.Other += dt; break;
+        }
+    }
+
+    public override string ToString()
+    {
+        double total = Math.Max(Total.TotalSeconds, 1e-12);
+        string P(TimeSpan t) => $"{100 * t.TotalSeconds / total:F1}%";
+        return $"matmul {P(Matmul)}, attention {P(Attention)}, sampling {P(Sampling)}, other {P(Other)} of {Total.TotalMilliseconds:F1} ms";
+    }
+}

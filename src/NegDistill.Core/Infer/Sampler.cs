@@ -1,0 +1,235 @@
+using System.Diagnostics;
+using NegDistill.Model;
+using NegDistill.Ops;
+using NegDistill.Runtime;
+
+namespace NegDistill.Infer;
+
+/// <summary>A prompt to sample <see cref="N"/> continuations of (method.md Step 3: N = 16 candidates per question).</summary>
+/// <param name="Id">caller's id, unique per run: it seeds the request's random streams</param>
+/// <param name="Prompt">token ids, BOS included</param>
+public sealed record SampleRequest(long Id, int[] Prompt, int N);
+
+public enum StopReason
+{
+    /// <summary>The model produced the EOS token (not in <see cref="Sample.Tokens"/>, its probability in <see cref="Sample.LogProb"/>).</summary>
+    Eos,
+    /// <summary>The decoded continuation contains a stop string (its tokens are kept).</summary>
+    StopString,
+    /// <summary><see cref="SamplerSettings.MaxNewTokens"/> tokens were generated.</summary>
+    MaxNewTokens,
+    /// <summary>The slot's cache is full: prompt + continuation reached <see cref="SamplerSettings.MaxSeq"/>.</summary>
+    CacheFull,
+}
+
+/// <summary>One sampled continuation.</summary>
+/// <param name="Tokens">the generated tokens, EOS excluded</param>
+/// <param name="LogProb">Σ log p(token) at temperature 1 over the <paramref name="TokenCount"/> sampled tokens
+/// (the EOS included when it ended the sample): the candidate probability of the WS vote</param>
+public sealed record Sample(long RequestId, int Index, int[] Tokens, double LogProb, int TokenCount, StopReason StopReason);
+
+public sealed record SamplerSettings
+{
+    /// <summary>≤ 0: greedy.</summary>
+    public float Temperature { get; init; } = 1f;
+    /// <summary>≤ 0 or ≥ V: off.</summary>
+    public int TopK { get; init; }
+    /// <summary>≤ 0 or ≥ 1: off (as in llama2.c).</summary>
+    public float TopP { get; init; } = 1f;
+    public int MaxNewTokens { get; init; } = 256;
+    public int Eos { get; init; } = 2;
+    /// <summary>A sample stops once its decoded continuation contains one of these; needs <see cref="Decode"/>.</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+    /// <summary>Token ids → text, for the stop strings.</summary>
+    public Func<IReadOnlyList<int>, string>? Decode { get; init; }
+    /// <summary>S: sequences decoded at once.</summary>
+    public int Slots { get; init; } = 16;
+    /// <summary>Tmax: positions per slot (prompt + continuation).</summary>
+    public int MaxSeq { get; init; } = 512;
+    /// <summary>Rows per forward: every active slot's decode row, the rest for prefill chunks. 0: Slots + 256.</summary>
+    public int MaxRowsPerStep { get; init; }
+    public ulong Seed { get; init; }
+}
+
+/// <summary>Counters of the last <see cref="Sampler.Run"/>.</summary>
+public sealed class SamplerStats
+{
+    public int Steps;
+    public long PromptTokens, GeneratedTokens, Rows;
+    public TimeSpan Elapsed;
+    /// <summary>Generated tokens per second of wall time (prefill included in the time).</summary>
+    public double TokensPerSecond => GeneratedTokens / Math.Max(Elapsed.TotalSeconds, 1e-12);
+    public double MeanRowsPerStep => Steps == 0 ? 0 : (double)Rows / Steps;
+    public override string ToString() =>
+        $"{GeneratedTokens} tokens in {Elapsed.TotalSeconds:F2} s = {TokensPerSecond:F1} tokens/s ({PromptTokens} prompt tokens, {Steps} steps, {MeanRowsPerStep:F1} rows/step)";
+}
+
+/// <summary>
+/// Batched sampling with a KV cache and continuous batching. Every (request, index) is one sequence
+/// in one of S cache slots; each step is one <see cref="LlamaModel.ForwardRowsDevice"/> call whose
+/// rows are the single decode row of every slot that has a token to feed, then prefill chunks of
+/// newly admitted prompts in the remaining row budget. The logits of each slot whose rows are all
+/// cached are sampled on the device (<see cref="IBackend.SampleRows"/>). A sequence that stops (EOS,
+/// stop string, budget, full cache) frees its slot at once and the next waiting (request, index) is
+/// admitted into it, so a straggler never holds the batch.
+/// Randomness: sample (request, index) draws its t-th token with CounterRng seed
+/// <see cref="Sampling.SampleSeed"/>(Seed, request id, index) and counter t, so the candidates do not
+/// depend on the number of slots, the admission order or the backend's scheduling. This is llama2.c's
+/// decoder loop (forward the last token at its position, sample, append) run for S sequences at once.
+/// </summary>
+public sealed class Sampler : IDisposable
+{
+    readonly LlamaModel _model;
+    readonly SamplerSettings _s;
+
+    public Sampler(LlamaModel model, SamplerSettings settings)
+    {
+        if (settings.MaxNewTokens < 1) throw new ArgumentOutOfRangeException(nameof(settings), "MaxNewTokens must be at least 1");
+        if (settings.StopStrings.Count > 0 && settings.Decode == null) throw new ArgumentException("stop strings need a Decode function");
+        int rows = settings.MaxRowsPerStep > 0 ? settings.MaxRowsPerStep : settings.Slots + 256;
+        if (rows < settings.Slots) throw new ArgumentOutOfRangeException(nameof(settings), $"MaxRowsPerStep {rows} is below the {settings.Slots} slots' decode rows");
+        (_model, _s) = (model, settings);
+        Cache = new KvCache(model, settings.Slots, settings.MaxSeq, rows);
+    }
+
+    public KvCache Cache { get; }
+    public SamplerStats Stats { get; private set; } = new();
+
+    /// <summary>A sequence in a slot.</summary>
+    sealed class Seq
+    {
+        public required SampleRequest Req;
+        public required int Index, Slot;
+        public required ulong Seed;
+        public required List<int> Tokens;                  // prompt + generated
+        public int Cached;                                   // tokens in the cache: positions 0..Cached−1
+        public int Generated;
+        public double LogProb;
+        public int TextLength;                               // decoded length at the last stop-string check
+    }
+
+    /// <summary>Samples every request's N continuations. <paramref name="onSample"/> sees each sample
+    /// when it finishes; the result is ordered by request (input order), then index.</summary>
+    public IReadOnlyList<Sample> Run(IEnumerable<SampleRequest> requests, Action<Sample>? onSample = null)
+    {
+        var reqs = requests.ToList();
+        foreach (var r in reqs)
+        {
+            if (r.N < 1) throw new ArgumentException($"request {r.Id}: N = {r.N}");
+            if (r.Prompt.Length < 1) throw new ArgumentException($"request {r.Id}: empty prompt");
+            if (r.Prompt.Length >= _s.MaxSeq) throw new ArgumentException($"request {r.Id}: prompt of {r.Prompt.Length} tokens leaves no room in a cache of {_s.MaxSeq}");
+        }
+        if (reqs.Select(r => r.Id).Distinct().Count() != reqs.Count) throw new ArgumentException("request ids must be unique");
+
+        var o = _model.Ops;
+        var stats = new SamplerStats();
+        var sw = Stopwatch.StartNew();
+        var waiting = new Queue<(SampleRequest Req, int Index)>(reqs.SelectMany(r => Enumerable.Range(0, r.N).Select(i => (r, i))));
+        var slots = new Seq?[_s.Slots];
+        var active = new List<Seq>();                       // admission order
+        var done = new List<Sample>();
+        int maxRows = Cache.MaxRows, v = _model.Config.Vocab;
+        var tok = new int[maxRows]; var slotOf = new int[maxRows]; var pos = new int[maxRows];
+        var logitRows = new List<int>(); var sampled = new List<Seq>();
+        var seeds = new int[2 * maxRows]; var counters = new int[maxRows];
+        var outTok = new int[maxRows]; var outLp = new float[maxRows];
+
+        while (true)
+        {
+            for (int si = 0; si < slots.Length && waiting.Count > 0; si++)
+            {
+                if (slots[si] != null) continue;
+                var (req, index) = waiting.Dequeue();
+                var s = new Seq { Req = req, Index = index, Slot = si, Seed = Sampling.SampleSeed(_s.Seed, req.Id, index), Tokens = [.. req.Prompt] };
+                slots[si] = s;
+                active.Add(s);
+                stats.PromptTokens += req.Prompt.Length;
+            }
+            if (active.Count == 0) break;
+
+            // rows: decode rows first (one pending token), then prefill chunks in admission order
+            int n = 0;
+            logitRows.Clear(); sampled.Clear();
+            void AddRows(Seq s, int count)
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    tok[n] = s.Tokens[s.Cached + i]; slotOf[n] = s.Slot; pos[n] = s.Cached + i;
+                    n++;
+                }
+                s.Cached += count;
+                if (s.Cached == s.Tokens.Count) { logitRows.Add(n - 1); sampled.Add(s); }
+            }
+            foreach (var s in active) if (s.Tokens.Count - s.Cached == 1) AddRows(s, 1);
+            foreach (var s in active)
+            {
+                int pending = s.Tokens.Count - s.Cached;
+                if (pending > 1 && n < maxRows) AddRows(s, Math.Min(pending, maxRows - n));
+            }
+
+            _model.ForwardRowsDevice(tok.AsSpan(0, n), slotOf.AsSpan(0, n), pos.AsSpan(0, n), Cache, logitRows.ToArray());
+            stats.Steps++; stats.Rows += n;
+            int m = logitRows.Count;
+            if (m > 0)
+            {
+                long t0 = Stopwatch.GetTimestamp();              // the forward synchronised when timing
+                for (int i = 0; i < m; i++)
+                {
+                    var s = sampled[i];
+                    seeds[2 * i] = (int)(uint)s.Seed; seeds[2 * i + 1] = (int)(uint)(s.Seed >> 32);
+                    counters[i] = s.Generated;
+                }
+                o.Upload(Cache.RowSeed, seeds.AsSpan(0, 2 * m));
+                o.Upload(Cache.RowCounter, counters.AsSpan(0, m));
+                o.SampleRows(o.View(Cache.Logits, 0, m, v), Cache.Sampled, Cache.SampledLogProb, Cache.RowSeed, Cache.RowCounter, m, v,
+                    _s.Temperature, _s.TopK, _s.TopP);
+                o.Download(Cache.Sampled, outTok.AsSpan(0, m));
+                o.Download(Cache.SampledLogProb, outLp.AsSpan(0, m));
+                InferenceTimings.Lap(Cache.Timings, o, ref t0, InferencePhase.Sampling);
+            }
+
+            for (int i = 0; i < m; i++)
+            {
+                var s = sampled[i];
+                int t = outTok[i];
+                if (t < 0) throw new InvalidOperationException($"request {s.Req.Id}, sample {s.Index}: the logits are NaN at generated token {s.Generated}");
+                s.Generated++;
+                s.LogProb += outLp[i];
+                stats.GeneratedTokens++;
+                StopReason? stop = null;
+                if (t == _s.Eos) stop = StopReason.Eos;
+                else
+                {
+                    s.Tokens.Add(t);
+                    if (HitsStopString(s)) stop = StopReason.StopString;
+                    else if (s.Generated >= _s.MaxNewTokens) stop = StopReason.MaxNewTokens;
+                    else if (s.Tokens.Count >= _s.MaxSeq) stop = StopReason.CacheFull;   // no position left to feed it
+                }
+                if (stop is not { } reason) continue;
+                var sample = new Sample(s.Req.Id, s.Index, s.Tokens.Skip(s.Req.Prompt.Length).ToArray(), s.LogProb, s.Generated, reason);
+                done.Add(sample);
+                onSample?.Invoke(sample);
+                slots[s.Slot] = null;
+                active.Remove(s);
+            }
+        }
+        stats.Elapsed = sw.Elapsed;
+        Stats = stats;
+        var order = reqs.Select((r, i) => (r.Id, i)).ToDictionary(x => x.Id, x => x.i);
+        return done.OrderBy(x => order[x.RequestId]).ThenBy(x => x.Index).ToList();
+    }
+
+    bool HitsStopString(Seq s)
+    {
+        if (_s.StopStrings.Count == 0) return false;
+        int p = s.Req.Prompt.Length;
+        string text = _s.Decode!(s.Tokens.GetRange(p, s.Tokens.Count - p));
+        int from = s.TextLength;
+        s.TextLength = text.Length;
+        foreach (var stop in _s.StopStrings)
+            if (stop.Length > 0 && text.IndexOf(stop, Math.Clamp(from - stop.Length + 1, 0, text.Length), StringComparison.Ordinal) >= 0) return true;
+        return false;
+    }
+
+    public void Dispose() => Cache.Dispose();
+}

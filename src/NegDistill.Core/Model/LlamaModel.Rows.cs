@@ -1,0 +1,93 @@
+using NegDistill.Infer;
+using NegDistill.Runtime;
+
+namespace NegDistill.Model;
+
+/// <summary>The inference path with a KV cache (llama2.c's <c>forward</c>, batched over rows).</summary>
+public sealed partial class LlamaModel
+{
+    /// <summary>
+    /// One forward over R rows, row r = token tokens[r] of cache slot slot[r] at absolute position
+    /// pos[r]; rows of one slot at consecutive positions are a prefill chunk, a single row is a decode
+    /// step, and any mix of slots can share a call. Each row's K and V are written to the cache before
+    /// attention, and row r attends to its slot's positions 0..pos[r], so every position below pos[r]
+    /// of that slot must already be in the cache or among this call's rows. Per layer, as in
+    /// <see cref="ForwardHidden"/>: RMSNorm → q, k, v (adapters included) → RoPE at the rows' positions →
+    /// cache write → cached attention → o_proj + residual → RMSNorm → SwiGLU MLP + residual; then the
+    /// final norm, the rows named in <paramref name="logitRows"/> gathered, and the LM head on those
+    /// only. Dropout is off. Returns the logits (logitRows.Length, V) as a view of the cache's buffer,
+    /// valid until the next call.
+    /// </summary>
+    public Tensor ForwardRowsDevice(ReadOnlySpan<int> tokens, ReadOnlySpan<int> slot, ReadOnlySpan<int> pos, KvCache cache, ReadOnlySpan<int> logitRows)
+    {
+        int r = tokens.Length, n2 = logitRows.Length;
+        if (cache.Model != this) throw new ArgumentException("the KV cache belongs to another model");
+        if (r < 1 || r > cache.MaxRows) throw new ArgumentException($"{r} rows; the KV cache takes 1 to {cache.MaxRows} per call");
+        if (slot.Length != r || pos.Length != r) throw new ArgumentException($"{r} tokens but {slot.Length} slots and {pos.Length} positions");
+        if (n2 < 1 || n2 > r) throw new ArgumentException($"{n2} logit rows out of {r}");
+        for (int i = 0; i < r; i++)
+        {
+            if ((uint)tokens[i] >= (uint)V) throw new ArgumentException($"row {i}: token {tokens[i]} outside the vocabulary of {V}");
+            if ((uint)slot[i] >= (uint)cache.Slots) throw new ArgumentException($"row {i}: slot {slot[i]} outside the cache's {cache.Slots}");
+            if ((uint)pos[i] >= (uint)cache.MaxSeq) throw new ArgumentException($"row {i}: position {pos[i]} outside the cache's {cache.MaxSeq}");
+        }
+        foreach (int i in logitRows) if ((uint)i >= (uint)r) throw new ArgumentException($"logit row {i} outside the {r} rows");
+
+        var o = Ops;
+        var tm = cache.Timings;
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        Pass.Training = false;
+        o.Upload(cache.Tokens, tokens); o.Upload(cache.RowSlot, slot); o.Upload(cache.RowPos, pos); o.Upload(cache.LogitRows, logitRows);
+        var (x, xn, q, k, v, ao, tmp) = (o.View(cache.X, 0, r, C), o.View(cache.Xn, 0, r, C), o.View(cache.Q, 0, r, C),
+            o.View(cache.Kr, 0, r, C), o.View(cache.Vr, 0, r, C), o.View(cache.Ao, 0, r, C), o.View(cache.Tmp, 0, r, C));
+        var (g, u, hh, rstd) = (o.View(cache.G, 0, r, F), o.View(cache.U, 0, r, F), o.View(cache.Hh, 0, r, F), o.View(cache.Rstd, 0, r));
+        int tmax = cache.MaxSeq;
+        o.EmbeddingForward(x, cache.Tokens, Embed.W, r, C);                             // x(R,C)
+        InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
+        for (int l = 0; l < Layers.Length; l++)
+        {
+            var w = Layers[l];
+            o.RmsNormForward(xn, rstd, x, w.AttnNorm.W, r, C, Config.NormEps);
+            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
+            Linear(l, Proj.q_proj, xn, q, r);
+            Linear(l, Proj.k_proj, xn, k, r);
+            Linear(l, Proj.v_proj, xn, v, r);
+            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
+            o.Rope(q, cache.RowPos, r, H, Hd, Config.RopeTheta, false);
+            o.Rope(k, cache.RowPos, r, H, Hd, Config.RopeTheta, false);
+            o.CacheWrite(cache.K[l], cache.V[l], k, v, cache.RowSlot, cache.RowPos, r, tmax, C);
+            o.CachedAttention(ao, q, cache.K[l], cache.V[l], cache.RowSlot, cache.RowPos, r, tmax, H, Hd);   // ao(R,C)
+            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Attention);
+            Linear(l, Proj.o_proj, ao, tmp, r);
+            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
+            o.Axpy(x, tmp, 1f, (long)r * C);                                             // x += o(ao)
+            o.RmsNormForward(xn, rstd, x, w.MlpNorm.W, r, C, Config.NormEps);
+            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
+            Linear(l, Proj.gate_proj, xn, g, r);
+            Linear(l, Proj.up_proj, xn, u, r);
+            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
+            o.SwiGluForward(hh, g, u, (long)r * F);
+            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
+            Linear(l, Proj.down_proj, hh, tmp, r);
+            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
+            o.Axpy(x, tmp, 1f, (long)r * C);                                             // x += down(h)
+        }
+        o.RmsNormForward(xn, rstd, x, FinalNorm.W, r, C, Config.NormEps);
+        var sel = o.View(cache.Ao, 0, n2, C);
+        o.GatherRows(sel, xn, cache.LogitRows, n2, C);                                   // sel(n2,C) = xf[logitRows]
+        InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
+        var logits = o.View(cache.Logits, 0, n2, V);
+        o.MatMul(logits, sel, LmHead.W, n2, V, C, false, true);                          // logits(n2,V) = sel·Wheadᵀ
+        InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
+        return logits;
+    }
+
+    /// <summary><see cref="ForwardRowsDevice"/> with the logits (logitRows.Length × V, row-major) copied to the host.</summary>
+    public float[] ForwardRows(int[] tokens, int[] slot, int[] pos, KvCache cache, int[] logitRows)
+    {
+        var t = ForwardRowsDevice(tokens, slot, pos, cache, logitRows);
+        var r = new float[(long)logitRows.Length * V];
+        Ops.Download(t, r);
+        return r;
+    }
+}
