@@ -121,10 +121,17 @@ static class Demo
         using (var nat = Stages.LoadNat(ctx)) results.Add(("NAT (LoRA_neg + LoRA_pos + integration)", Accuracy(nat, tok, test), test.Count));
 
         // 6. step 3: N candidates per question from the NCE student, scored by M_rank, SC / WS / ASC
-        var testQs = test.Select(p => new TestQuestion(p.Id, "Problem:\n" + p.Question + "\nSolution:\n", p.GoldSolution)).ToList();
+        // the reference is the integer answer itself: the numeric checker compares it with each candidate's boxed answer
+        var testQs = test.Select(p => new TestQuestion(p.Id, "arithmetic", "Problem:\n" + p.Question + "\nSolution:\n", "Problem:\n" + p.Question,
+            p.Answer.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToList();
         string ascTable;
-        try { ascTable = Asc.Run(ctx, "nce", testQs, opt.Samples, maxNew: 96, seed: opt.Seed); }
-        catch (OperationCanceledException) { return ExitCodes.Interrupted; }
+        using (var nce = Stages.LoadBase(ctx))
+        {
+            ModelIO.LoadLora(nce, ctx.AdapterDir("nce"));
+            // the synthetic world is graded with the numeric (GSM8K) checker; its column is renamed to say what it holds
+            ascTable = Asc.Run(nce, tok, pairs => Stages.Score(ctx, pairs), AnswerTask.Gsm8k, testQs, opt.Samples, maxNew: 96,
+                Asc.DefaultTemperature, opt.Seed, ctx.Dir("asc"), "nce-student", ctx.Log).Replace("GSM8K", "synthetic arithmetic");
+        }
 
         // 7. report
         Console.WriteLine();

@@ -87,6 +87,28 @@ static class Program
         }));
         root.Subcommands.Add(plan);
 
+        var eval = new Command("eval", "Greedy and SC / WS / ASC accuracy of a model (+ LoRA adapter) on MATH (per subject) or GSM8K, from N saved candidates per question.");
+        var eBase = new Option<string>("--base") { Description = "Hugging Face LLaMA checkpoint folder (config.json, *.safetensors, tokenizer)", Required = true };
+        var eAdapter = new Option<string?>("--adapter") { Description = "PEFT LoRA folder to apply" };
+        var eRank = new Option<string?>("--rank") { Description = "ranking model folder (PEFT LoRA + score_head.safetensors) for ASC" };
+        var eData = new Option<string>("--data") { Description = "MATH (JSON per problem or JSONL) or GSM8K JSONL: file, folder or glob", Required = true };
+        var eTask = new Option<string>("--task") { Description = "math or gsm8k", DefaultValueFactory = _ => "math" };
+        var eN = new Option<int>("--n") { Description = "candidates per question (votes at 1, 2, 4, 8, 16 up to this)", DefaultValueFactory = _ => 16 };
+        var eMax = new Option<int>("--max-new") { Description = "token budget per candidate", DefaultValueFactory = _ => 256 };
+        var eTemp = new Option<float>("--temperature") { Description = "sampling temperature", DefaultValueFactory = _ => Pipeline.Asc.DefaultTemperature };
+        var eLimit = new Option<int>("--limit") { Description = "only the first K questions (0: all)" };
+        var eOut = new Option<string>("--out") { Description = "output folder", DefaultValueFactory = _ => "runs/eval" };
+        var eDev = new Option<string>("--device") { Description = Backends.Help, DefaultValueFactory = _ => "cpu" };
+        var eSeed = new Option<ulong>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 1UL };
+        foreach (var o in new Option[] { eBase, eAdapter, eRank, eData, eTask, eN, eMax, eTemp, eLimit, eOut, eDev, eSeed }) eval.Options.Add(o);
+        eval.SetAction(r => Guarded(_ => Eval.Run(new EvalOptions
+        {
+            Base = r.GetValue(eBase)!, Adapter = r.GetValue(eAdapter), Rank = r.GetValue(eRank), Data = r.GetValue(eData)!, Task = r.GetValue(eTask)!,
+            N = r.GetValue(eN), MaxNew = r.GetValue(eMax), Temperature = r.GetValue(eTemp), Limit = r.GetValue(eLimit), Out = r.GetValue(eOut)!,
+            Device = r.GetValue(eDev)!, Seed = r.GetValue(eSeed),
+        })));
+        root.Subcommands.Add(eval);
+
         return root.Parse(args).Invoke();
     }
 

@@ -5,8 +5,9 @@ using NegDistill.Model;
 
 namespace NegDistill.Cli.Pipeline;
 
-/// <summary>A held-out question: id, prompt text (question + "\n" + "Solution:\n") and reference solution.</summary>
-sealed record TestQuestion(string Id, string Question, string Reference);
+/// <summary>A held-out question: id, subject, the prompt text (question + "\n" + "Solution:\n"), the
+/// question as the ranking model saw it in training, and the reference answer.</summary>
+sealed record TestQuestion(string Id, string Subject, string Prompt, string Question, string? ReferenceAnswer);
 
 /// <summary>
 /// Step 3 on a trained student: N sampled candidates per question saved as JSONL (resumable), each
@@ -15,7 +16,7 @@ sealed record TestQuestion(string Id, string Question, string Reference);
 /// </summary>
 static class Asc
 {
-    public const float Temperature = 0.7f;
+    public const float DefaultTemperature = 0.7f;
 
     public static Sampler NewSampler(LlamaModel m, ITokenizer tok, float temperature, int maxNew, ulong seed, int slots = 64) =>
         new(m, new SamplerSettings
@@ -30,49 +31,52 @@ static class Asc
         return s.Run(prompts.Select((p, i) => new SampleRequest(i, p, 1)));
     }
 
-    public static string Run(StageContext ctx, string stage, IReadOnlyList<TestQuestion> test, int n, int maxNew, ulong seed)
+    /// <param name="student">the model to sample from (base + adapters)</param>
+    /// <param name="scorer">M_rank: scores (question, rationale) pairs in [0,1]; null leaves ASC out</param>
+    public static string Run(LlamaModel student, ITokenizer tok, Func<IReadOnlyList<Pair>, float[]>? scorer, AnswerTask task,
+        IReadOnlyList<TestQuestion> test, int n, int maxNew, float temperature, ulong seed, string outDir, string label, List<string> log)
     {
-        string dir = ctx.Dir("asc");
-        Directory.CreateDirectory(dir);
-        string path = Path.Combine(dir, $"{stage}.candidates.jsonl");
-        var tok = ctx.Tokenizer;
+        Directory.CreateDirectory(outDir);
+        string path = Path.Combine(outDir, $"{label}.candidates.jsonl");
         var existing = File.Exists(path) ? CandidateJsonl.Existing(path) : null;
         var todo = test.Select((q, i) => (q, i)).Where(x => existing == null || existing.Missing(x.q.Id, n).Count > 0).ToList();
-        using (var m = Stages.LoadBase(ctx))
+        if (todo.Count > 0)
         {
-            ModelIO.LoadLora(m, ctx.AdapterDir(stage));
-            if (todo.Count > 0)
+            using var sampler = NewSampler(student, tok, temperature, maxNew, seed);
+            using var w = CandidateJsonlWriter.Open(path);
+            var bar = new ProgressLine("sample", todo.Count * n);
+            int doneCount = 0;
+            sampler.Run(todo.Select(x => new SampleRequest(x.i, tok.Encode(x.q.Prompt, true, false), n)), s =>
             {
-                using var sampler = NewSampler(m, tok, Temperature, maxNew, seed);
-                using var w = CandidateJsonlWriter.Open(path);
-                var bar = new ProgressLine("sample", todo.Count * n);
-                int doneCount = 0;
-                sampler.Run(todo.Select(x => new SampleRequest(x.i, tok.Encode(x.q.Question, true, false), n)), s =>
-                {
-                    var q = test[(int)s.RequestId];
-                    bar.Update(++doneCount, $"{sampler.Stats.TokensPerSecond:F0} tok/s");
-                    if (existing != null && existing.Contains(q.Id, s.Index)) return;      // kept from the interrupted run
-                    w.Append(Candidate.FromText(AnswerTask.Gsm8k, q.Id, "arithmetic", s.Index, "Solution:\n" + tok.Decode(s.Tokens),
-                        TaskAnswers.ExtractReference(AnswerTask.Gsm8k, q.Reference), s.LogProb, Math.Max(1, s.TokenCount)));
-                });
-                bar.Finish();
-                ctx.Log.Add($"sampling ({stage}): {sampler.Stats}");
-            }
-            var greedy = Greedy(m, tok, test.Select(q => tok.Encode(q.Question, true, false)).ToList(), maxNew)
-                .Select(s => Candidate.FromText(AnswerTask.Gsm8k, test[(int)s.RequestId].Id, "arithmetic", 0, "Solution:\n" + tok.Decode(s.Tokens),
-                    TaskAnswers.ExtractReference(AnswerTask.Gsm8k, test[(int)s.RequestId].Reference), s.LogProb, Math.Max(1, s.TokenCount)))
-                .ToList();
-            var samples = CandidateJsonl.ReadAll(path);
-            // M_rank scores every candidate (question, rationale) exactly as it scored the training pairs
-            var byId = test.ToDictionary(q => q.Id);
-            var pairs = samples.Select(c => new Pair(byId[c.QuestionId].Question.Replace("\nSolution:\n", ""), c.Text, "arithmetic", "", false, c.QuestionId)).ToList();
-            var scores = Stages.Score(ctx, pairs);
-            var scored = samples.Select((c, i) => c with { RankScore = scores[i] }).ToList();
-            var questions = test.Select(q => new EvalQuestion(q.Id, "arithmetic", TaskAnswers.ExtractReference(AnswerTask.Gsm8k, q.Reference))).ToList();
-            var report = Evaluator.Evaluate(AnswerTask.Gsm8k, questions, scored, greedy);
-            LinePlot.SaveAccuracyVsN(Path.Combine(ctx.OutDir, "accuracy_vs_n.png"), report, $"{stage} student: accuracy against N (SC, WS, ASC)");
-            // the synthetic world is graded with the numeric (GSM8K) checker; its column is renamed to say what it holds
-            return EvaluationMarkdown.Render(report, $"{stage} student").Replace("GSM8K", "synthetic arithmetic");
+                var q = test[(int)s.RequestId];
+                bar.Update(++doneCount, "candidates");
+                if (existing != null && existing.Contains(q.Id, s.Index)) return;      // kept from an interrupted run
+                w.Append(Candidate.FromText(task, q.Id, q.Subject, s.Index, "Solution:\n" + tok.Decode(s.Tokens), q.ReferenceAnswer, s.LogProb, Math.Max(1, s.TokenCount)));
+            });
+            bar.Finish();
+            log.Add($"sampling ({label}): {sampler.Stats}");
         }
+        var greedy = Greedy(student, tok, test.Select(q => tok.Encode(q.Prompt, true, false)).ToList(), maxNew)
+            .Select(s =>
+            {
+                var q = test[(int)s.RequestId];
+                return Candidate.FromText(task, q.Id, q.Subject, 0, "Solution:\n" + tok.Decode(s.Tokens), q.ReferenceAnswer, s.LogProb, Math.Max(1, s.TokenCount));
+            }).ToList();
+        var samples = CandidateJsonl.ReadAll(path);
+        if (scorer != null)
+        {
+            var byId = test.ToDictionary(q => q.Id);
+            var scores = scorer(samples.Select(c => new Pair(byId[c.QuestionId].Question, c.Text, c.Subject, "", false, c.QuestionId)).ToList());
+            samples = samples.Select((c, i) => c with { RankScore = scores[i] }).ToList();
+            using var w = CandidateJsonlWriter.Open(Path.Combine(outDir, $"{label}.candidates.scored.jsonl.tmp"));
+            foreach (var c in samples) w.Append(c);
+        }
+        if (scorer != null) File.Move(Path.Combine(outDir, $"{label}.candidates.scored.jsonl.tmp"), Path.Combine(outDir, $"{label}.candidates.scored.jsonl"), overwrite: true);
+        var questions = test.Select(q => new EvalQuestion(q.Id, q.Subject, q.ReferenceAnswer)).ToList();
+        var report = Evaluator.Evaluate(task, questions, samples, greedy);
+        LinePlot.SaveAccuracyVsN(Path.Combine(outDir, $"{label}.accuracy_vs_n.png"), report, $"{label}: accuracy against N (SC, WS, ASC)");
+        var md = EvaluationMarkdown.Render(report, label);
+        File.WriteAllText(Path.Combine(outDir, $"{label}.results.md"), md);
+        return md;
     }
 }

@@ -174,7 +174,7 @@ static class Stages
         {
             m.ClearAdapters();
             ModelIO.LoadLora(m, ctx.AdapterDir(stage));
-            LoadHead(ctx, head, headFile);
+            LoadHead(ctx.Ops, head, headFile);
             Console.WriteLine($"{stage}: complete, skipped");
         }
         else
@@ -208,7 +208,7 @@ static class Stages
         using var m = LoadBase(ctx);
         ModelIO.LoadLora(m, ctx.AdapterDir("rank"));
         using var head = new RankHead(ctx.Ops, ctx.Config.Dim, seed: 0);
-        LoadHead(ctx, head, Path.Combine(ctx.AdapterDir("rank"), "score_head.safetensors"));
+        LoadHead(ctx.Ops, head, Path.Combine(ctx.AdapterDir("rank"), "score_head.safetensors"));
         var r = new List<float>();
         for (int i = 0; i < pairs.Count; i += ctx.Train.MicroBatch)
         {
@@ -227,10 +227,10 @@ static class Stages
             Checkpoints.StoredTensor.FromFloat32("score.bias", [1], b)]);
     }
 
-    static void LoadHead(StageContext ctx, RankHead head, string path)
+    public static void LoadHead(IBackend ops, RankHead head, string path)
     {
         using var f = Checkpoints.SafeTensors.Open(path);
-        ctx.Ops.Upload(head.W.W, f.ReadFloat32("score.weight"));
-        ctx.Ops.Upload(head.Bias.W, f.ReadFloat32("score.bias"));
+        ops.Upload(head.W.W, f.ReadFloat32("score.weight"));
+        ops.Upload(head.Bias.W, f.ReadFloat32("score.bias"));
     }
 }
