@@ -61,6 +61,7 @@ public sealed class IlgpuBackend : IBackend
     readonly SwiGluKernels.Launcher _swiglu;
     readonly DropoutKernels.Launcher _drop;
     readonly CrossEntropyKernels.Launcher _ce;
+    readonly NceKernels.Launcher _nce;
     readonly AdamWKernels.Launcher _adam;
     readonly NatKernels.Launcher _nat;
     readonly MemoryBuffer1D<float, Stride1D.Dense> _dummyF;
@@ -95,6 +96,7 @@ public sealed class IlgpuBackend : IBackend
         _swiglu = new(Accelerator);
         _drop = new(Accelerator);
         _ce = new(Accelerator, _group);
+        _nce = new(Accelerator, _group);
         _adam = new(Accelerator);
         _nat = new(Accelerator, _group);
         _dummyF = Accelerator.Allocate1D<float>(1);
@@ -229,6 +231,11 @@ public sealed class IlgpuBackend : IBackend
     public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n);
     public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, float weight, bool computeGrad)
         => _ce.Fused(F(logits), F(losses), I(targets), n, v, weight, computeGrad);
+    public void NceKl(Tensor zNat, Tensor zNeg, Tensor kl, int n, int v, float temperature)
+        => _nce.Kl(F(zNat), F(zNeg), F(kl), n, v, temperature);
+    public void NceDistillFused(Tensor zs, Tensor zNat, Tensor targets, Tensor rowWeight, Tensor lossCe, Tensor lossKd, int n, int v,
+        float temperature, float a, float ceScale, float kdScale, bool computeGrad)
+        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, ceScale, kdScale, computeGrad);
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
         => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
     public void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp)

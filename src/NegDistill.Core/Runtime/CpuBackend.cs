@@ -220,6 +220,20 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         Rows(n, (lo, hi) => CrossEntropy.Fused<T>(z.AsSpan(lo * v, (hi - lo) * v), l.AsSpan(lo, hi - lo), y.AsSpan(lo, hi - lo), hi - lo, v, T.CreateTruncating(weight), computeGrad));
     }
 
+    public void NceKl(Tensor zNat, Tensor zNeg, Tensor kl, int n, int v, float temperature)
+    {
+        var (zt, zg, k) = (F(zNat), F(zNeg), F(kl));
+        Rows(n, (lo, hi) => Nce.Kl<T>(zt.AsSpan(lo * v, (hi - lo) * v), zg.AsSpan(lo * v, (hi - lo) * v), k.AsSpan(lo, hi - lo), hi - lo, v, temperature));
+    }
+
+    public void NceDistillFused(Tensor zs, Tensor zNat, Tensor targets, Tensor rowWeight, Tensor lossCe, Tensor lossKd, int n, int v,
+        float temperature, float a, float ceScale, float kdScale, bool computeGrad)
+    {
+        var (z, zt, y, w, lc, lk) = (F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd));
+        Rows(n, (lo, hi) => Nce.DistillFused<T>(z.AsSpan(lo * v, (hi - lo) * v), zt.AsSpan(lo * v, (hi - lo) * v), y.AsSpan(lo, hi - lo),
+            w.AsSpan(lo, hi - lo), lc.AsSpan(lo, hi - lo), lk.AsSpan(lo, hi - lo), hi - lo, v, temperature, a, ceScale, kdScale, computeGrad));
+    }
+
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
         => Ops.AdamW.Step<T>(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
 
