@@ -64,7 +64,6 @@ static class Demo
         var cfg = Shape(tok.VocabSize);
         using var ops = Backends.Create(opt.Device);
         var results = new List<(string Method, int Correct, int N)>();
-        var curves = new List<(string Name, List<StepMetrics> History)>();
 
         var test = Enumerable.Range(1_000_000, opt.TestProblems).Select(i => ArithmeticWorld.Problem(opt.Seed, i)).ToList();
 
@@ -78,7 +77,6 @@ static class Demo
                 .Select(p => new Pair("Problem:\n" + p.Question, "Solution:\n" + p.GoldSolution, "Arithmetic", $"Level {p.Level}", true, p.Id)).ToList();
             var pre = Train("pretrain", model, batcher, pretrainPairs, opt.PretrainSteps, 3e-3f, Path.Combine(opt.Out, "pretrain"), opt, cancel);
             if (pre == null) return ExitCodes.Interrupted;
-            curves.Add(("pretrain", pre));
             ModelIO.SaveBase(model, baseDir);
         }
         else Console.WriteLine("base: complete, skipped");
@@ -108,7 +106,6 @@ static class Demo
             ctx.Log.Add($"ranking model: held-out accuracy {100 * rankAcc:F1} %, AUC {rankAuc:F3} on {held.Positives.Count + held.Negatives.Count} unseen rationales");
         }
         catch (StageInterrupted e) { Console.WriteLine(e.Message); return ExitCodes.Interrupted; }
-        curves.AddRange(ctx.Curves);
 
         // 5. greedy accuracy of every model on the held-out problems
         using (var bm = Stages.LoadBase(ctx)) results.Add(("base (pretrained, no distillation)", Accuracy(bm, tok, test), test.Count));
@@ -135,6 +132,7 @@ static class Demo
 
         // 7. report
         Console.WriteLine();
+        var curves = Curves(opt.Out);
         Console.WriteLine(LossTable(curves));
         foreach (var line in ctx.Log) Console.WriteLine(line);
         var table = ResultTable(results);
@@ -179,6 +177,29 @@ static class Demo
         var d = new Dictionary<string, string>();
         foreach (var r in new TeacherDataLoader(MalformedPolicy.Skip).Load(teacherPath)) d[r.Question] = r.Answer;
         return d;
+    }
+
+    /// <summary>Loss curves read back from each stage's metrics.jsonl (so a resumed run still has the
+    /// steps it skipped); the last record of a step wins (a resumed run rewrites steps after its checkpoint).</summary>
+    static List<(string Name, List<StepMetrics> History)> Curves(string outDir)
+    {
+        var r = new List<(string, List<StepMetrics>)>();
+        foreach (var stage in new[] { "pretrain", "neg", "nat", "nce", "kd", "mix", "rank" })
+        {
+            string f = Path.Combine(outDir, stage, Trainer.MetricsFile);
+            if (!File.Exists(f)) continue;
+            var bySteps = new SortedDictionary<int, StepMetrics>();
+            foreach (var line in File.ReadLines(f))
+            {
+                using var d = System.Text.Json.JsonDocument.Parse(line);
+                var e = d.RootElement;
+                int step = e.GetProperty("step").GetInt32();
+                bySteps[step] = new StepMetrics(step, 0, e.GetProperty("loss").GetDouble(), e.GetProperty("grad_norm").GetDouble(),
+                    (float)e.GetProperty("lr").GetDouble(), e.GetProperty("tokens_per_s").GetDouble(), null, TimeSpan.Zero);
+            }
+            r.Add((stage, bySteps.Values.ToList()));
+        }
+        return r;
     }
 
     static void WritePlots(string outDir, List<(string Name, List<StepMetrics> History)> curves)

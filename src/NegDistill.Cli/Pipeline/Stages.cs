@@ -20,7 +20,6 @@ sealed class StageContext
     public required IReadOnlyList<Pair> Positives { get; set; }
     public required IReadOnlyList<Pair> Negatives { get; init; }
     public CancellationToken Cancel { get; init; }
-    public List<(string Stage, List<StepMetrics> History)> Curves { get; } = new();
     public List<string> Log { get; } = new();
 
     public string Dir(string stage) => Path.Combine(OutDir, stage);
@@ -56,7 +55,6 @@ static class Stages
         bool done = tr.Run(data, cancel: ctx.Cancel);
         bar.Finish();
         if (!done) throw new StageInterrupted(stage, tr.Step);
-        ctx.Curves.Add((stage, tr.History));
     }
 
     /// <summary>A fresh LoRA trained with next-token cross-entropy: step 1.1 (neg, on D_neg) and the
