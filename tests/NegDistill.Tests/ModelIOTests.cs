@@ -65,3 +65,41 @@ public class ModelIOTests
         Assert.That(b.Logits(batch), Is.EqualTo(a.Logits(batch)));
     }
 }
+
+[TestFixture]
+public class MemoryPlanTests
+{
+    [TestCase(false, false)]
+    [TestCase(true, false)]
+    [TestCase(false, true)]
+    public void PlanEqualsWhatTheModelAllocates(bool recompute, bool trainBase)
+    {
+        var ops = new CpuBackend();
+        var cfg = LlamaConfig.Tiny;
+        var lora = new LoraConfig { Targets = [Proj.q_proj, Proj.v_proj, Proj.down_proj] };
+        using var m = new LlamaModel(ops, cfg, DType.F32, trainBase, seed: 1) { Recompute = recompute };
+        m.AddLora(lora, seed: 2);
+        m.Step(ModelParityTests.TinyBatch(cfg, b: 2, t: 8), new CrossEntropyHead(), backward: true);
+        var plan = MemoryPlan.ForTraining(cfg, DType.F32, lora, 2, 8, recompute, trainBase);
+        Assert.That(plan.Total, Is.EqualTo(ops.AllocatedBytes), plan.Render("tiny"));
+    }
+
+    [Test]
+    public void Llama7B_LoraTrainingAtMicroBatch16x256_MatchesTheHandComputation()
+    {
+        // By hand (bytes), LLaMA-7b, BF16 frozen weights, LoRA r=8 on q_proj/v_proj, B·T = 16·256 = 4096 rows:
+        //   embedding F32 32000·4096·4 = 524,288,000; norms (2·32+1)·4096·4 = 1,064,960
+        //   projections + head BF16 (32·(4·4096² + 3·4096·11008) + 32000·4096)·2 = 13,214,154,752
+        //   LoRA params 32·2·(8·4096 + 4096·8) = 4,194,304 → ×16 bytes = 67,108,864
+        //   LoRA activations 32·2·4096·(2·4096 + 16)·4 = 8,606,711,808
+        //   residual 33·4096·4096·4 = 2,214,592,512
+        //   per layer (7·4096·4096 + 2·4096 + 16·32·256² + 3·4096·11008)·4 = 1,145,077,760; ×32 = 36,642,488,320
+        //   scratch (7·4096·4096 + 16·32·256² + 3·4096·11008 + 2·4096·4096 + 4096 + 4096 + 4096)·4 = 1,279,311,872
+        //   logits chunk 131 rows (4,194,304 / 32,000) · 32000 · 4 = 16,768,000; ids/mask 4·4096·4 = 65,536
+        var plan = MemoryPlan.ForTraining(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), 16, 256);
+        long hand = 524_288_000L + 1_064_960 + 13_214_154_752 + 67_108_864 + 8_606_711_808 + 2_214_592_512
+                    + 36_642_488_320 + 1_279_311_872 + 16_768_000 + 65_536;
+        Assert.That(plan.Total, Is.EqualTo(hand));
+        Assert.That(plan.Total, Is.LessThan(80L * 1000 * 1000 * 1000), "must fit one 80 GB GPU");
+    }
+}

@@ -57,7 +57,17 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
     public void Write(Tensor t, ReadOnlySpan<T> src) => src.CopyTo(F(t));
     static ArraySegment<int> I(Tensor t) => C(t).I;
 
-    public Tensor Alloc(string name, DType dtype, params int[] shape) => new CpuTensor<T>(name, dtype, shape);
+    /// <summary>Bytes allocated so far by <see cref="Alloc"/> (views excluded; F32 counted at 4 bytes
+    /// as on a GPU even when T is double), for checking the memory planner.</summary>
+    public long AllocatedBytes => Interlocked.Read(ref _allocated);
+    long _allocated;
+
+    public Tensor Alloc(string name, DType dtype, params int[] shape)
+    {
+        var t = new CpuTensor<T>(name, dtype, shape);
+        Interlocked.Add(ref _allocated, t.Bytes);
+        return t;
+    }
     public Tensor View(Tensor t, long offset, params int[] shape) => new CpuTensor<T>(C(t), offset, shape);
 
     public void Upload(Tensor t, ReadOnlySpan<float> src)
