@@ -16,22 +16,9 @@ public class OpGradientTests
 {
     const double H = 1e-6, Atol = 1e-7, Rtol = 1e-6;
 
-    /// <summary>Numerical gradient of loss() with respect to every element of x (perturbed in place).</summary>
-    static double[] Fd(double[] x, Func<double> loss)
-    {
-        var g = new double[x.Length];
-        for (int i = 0; i < x.Length; i++)
-        {
-            double o = x[i];
-            x[i] = o + H; double lp = loss();
-            x[i] = o - H; double lm = loss();
-            x[i] = o;
-            g[i] = (lp - lm) / (2 * H);
-        }
-        return g;
-    }
+    static double[] Fd(double[] x, Func<double> loss) => TestUtil.FiniteDiff(x, loss, H);
 
-    static double Dot(double[] a, double[] b) { double s = 0; for (int i = 0; i < a.Length; i++) s += a[i] * b[i]; return s; }
+    static double Dot(double[] a, double[] b) => TestUtil.Dot(a, b);
 
     [Test]
     public void RmsNorm_Backward()

@@ -53,5 +53,23 @@ static class TestUtil
         get { lock (Gate) return _ilgpu ??= new IlgpuBackend(IlgpuDevice.Cpu); }
     }
 
+    /// <summary>Central-difference gradient of loss() with respect to every element of x, perturbed in
+    /// place by ±h and restored (fp64 gradient checks).</summary>
+    public static double[] FiniteDiff(double[] x, Func<double> loss, double h = 1e-6)
+    {
+        var g = new double[x.Length];
+        for (int i = 0; i < x.Length; i++)
+        {
+            double o = x[i];
+            x[i] = o + h; double lp = loss();
+            x[i] = o - h; double lm = loss();
+            x[i] = o;
+            g[i] = (lp - lm) / (2 * h);
+        }
+        return g;
+    }
+
+    public static double Dot(double[] a, double[] b) { double s = 0; for (int i = 0; i < a.Length; i++) s += a[i] * b[i]; return s; }
+
     public static float[] Get(IBackend ops, Tensor t) { var r = new float[t.Length]; ops.Download(t, r); return r; }
 }
