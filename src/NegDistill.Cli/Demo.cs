@@ -96,7 +96,7 @@ static class Demo
         {
             Stages.LoraCe(ctx, "neg", split.Negatives);                              // step 1.1
             Stages.Nat(ctx);                                                         // step 1.2
-            var augmented = SelfAugment(ctx, opt);                                   // step 2, self-augmentation
+            var augmented = Stages.SelfAugment(ctx, teacherPath, opt.AugmentQuestions, maxNew: 96); // step 2, self-augmentation
             Stages.Nce(ctx, augmented);                                              // step 2, calibrated distillation
             Stages.LoraCe(ctx, "kd", split.Positives);                               // baseline CoT KD
             Stages.LoraCe(ctx, "mix", split.Positives.Concat(split.Negatives).ToList()); // baseline MIX
@@ -149,34 +149,6 @@ static class Demo
         var p = ArithmeticWorld.Problem(seed, i);
         var gen = ArithmeticWorld.Teacher(p, seed).Select(t => (string?)t.Text).ToList();
         return new TeacherRecord("Problem:\n" + p.Question, p.GoldSolution, gen, $"Level {p.Level}", "Arithmetic", "held-out", i);
-    }
-
-    /// <summary>Step 2's self-augmentation: the NAT model answers the training questions; the rationales
-    /// whose answer the checker accepts join D_pos.</summary>
-    static IReadOnlyList<Pair> SelfAugment(StageContext ctx, DemoOptions opt)
-    {
-        if (Stages.Done(ctx, "nce")) return ctx.Positives;
-        var questions = ctx.Positives.Concat(ctx.Negatives).GroupBy(p => p.Question).Select(g => g.First()).Take(opt.AugmentQuestions).ToList();
-        using var nat = Stages.LoadNat(ctx);
-        var prompts = questions.Select(q => ctx.Tokenizer.Encode(q.Question + "\nSolution:\n", true, false)).ToList();
-        var outs = Asc.Greedy(nat, ctx.Tokenizer, prompts, maxNew: 96).Select(s => s.Tokens).ToArray();
-        var gold = ReferenceByQuestion(Path.Combine(opt.Out, "data", "teacher.jsonl"));
-        var added = new List<Pair>();
-        for (int i = 0; i < questions.Count; i++)
-        {
-            string text = "Solution:\n" + ctx.Tokenizer.Decode(outs[i]);
-            if (gold.TryGetValue(questions[i].Question, out var reference) && MathChecker.IsCorrect(text, reference))
-                added.Add(questions[i] with { Rationale = text, Positive = true, SourceId = questions[i].SourceId + "#nat" });
-        }
-        ctx.Log.Add($"self-augmentation: the NAT model answered {questions.Count} training questions (greedy, KV-cache decoder); {added.Count} correct rationales joined D_pos ({ctx.Positives.Count} → {ctx.Positives.Count + added.Count})");
-        return ctx.Positives.Concat(added).ToList();
-    }
-
-    static Dictionary<string, string> ReferenceByQuestion(string teacherPath)
-    {
-        var d = new Dictionary<string, string>();
-        foreach (var r in new TeacherDataLoader(MalformedPolicy.Skip).Load(teacherPath)) d[r.Question] = r.Answer;
-        return d;
     }
 
     /// <summary>Loss curves read back from each stage's metrics.jsonl (so a resumed run still has the

@@ -109,6 +109,37 @@ static class Program
         })));
         root.Subcommands.Add(eval);
 
+        var train = new Command("train", "Train one stage or baseline: neg, nat, nce (with self-augmentation), kd, mix, ul, nt, cl, rank. Stages share --out (nat needs neg; nce needs neg and nat).");
+        var tStage = new Argument<string>("stage") { Description = string.Join(" | ", TrainVerb.StagesList) };
+        var tBase = new Option<string>("--base") { Description = "Hugging Face LLaMA checkpoint folder (config.json, *.safetensors, tokenizer)", Required = true };
+        var tData = new Option<string>("--data") { Description = "teacher rationales in the authors' JSONL: file, folder tree or glob", Required = true };
+        var tOut = new Option<string>("--out") { Description = "output folder shared by the stages", DefaultValueFactory = _ => "runs/train" };
+        var tDev = new Option<string>("--device") { Description = Backends.Help, DefaultValueFactory = _ => "cpu" };
+        var tSteps = new Option<int>("--steps") { Description = "optimiser steps", DefaultValueFactory = _ => 1000 };
+        var tMicro = new Option<int>("--micro-batch") { Description = "sequences per forward/backward", DefaultValueFactory = _ => 4 };
+        var tEff = new Option<int>("--effective-batch") { Description = "sequences per optimiser step (gradient accumulation)", DefaultValueFactory = _ => 128 };
+        var tLr = new Option<float>("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 3e-4f };
+        var tWarm = new Option<int>("--warmup") { Description = "linear warm-up steps before cosine decay", DefaultValueFactory = _ => 20 };
+        var tCut = new Option<int>("--cutoff") { Description = "tokens per training sequence", DefaultValueFactory = _ => 256 };
+        var tCk = new Option<int>("--checkpoint-every") { Description = "optimiser steps between checkpoints", DefaultValueFactory = _ => 50 };
+        var tR = new Option<int>("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 8 };
+        var tA = new Option<float>("--lora-alpha") { Description = "LoRA alpha (scale alpha/r)", DefaultValueFactory = _ => 16f };
+        var tD = new Option<float>("--lora-dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05f };
+        var tT = new Option<string>("--targets") { Description = "comma-separated projections", DefaultValueFactory = _ => "q_proj,v_proj" };
+        var tAug = new Option<int>("--augment-questions") { Description = "nce: training questions the NAT model answers for self-augmentation", DefaultValueFactory = _ => int.MaxValue };
+        var tMax = new Option<int>("--max-new") { Description = "nce: token budget of a self-augmentation answer", DefaultValueFactory = _ => 256 };
+        var tSeed = new Option<ulong>("--seed") { Description = "seed of initialisation, data order and dropout", DefaultValueFactory = _ => 1UL };
+        train.Arguments.Add(tStage);
+        foreach (var o in new Option[] { tBase, tData, tOut, tDev, tSteps, tMicro, tEff, tLr, tWarm, tCut, tCk, tR, tA, tD, tT, tAug, tMax, tSeed }) train.Options.Add(o);
+        train.SetAction(r => Guarded(ct => TrainVerb.Run(new TrainOptions
+        {
+            Stage = r.GetValue(tStage)!, Base = r.GetValue(tBase)!, Data = r.GetValue(tData)!, Out = r.GetValue(tOut)!, Device = r.GetValue(tDev)!,
+            Steps = r.GetValue(tSteps), MicroBatch = r.GetValue(tMicro), EffectiveBatch = r.GetValue(tEff), Lr = r.GetValue(tLr), Warmup = r.GetValue(tWarm),
+            Cutoff = r.GetValue(tCut), CheckpointEvery = r.GetValue(tCk), Rank = r.GetValue(tR), Alpha = r.GetValue(tA), Dropout = r.GetValue(tD),
+            Targets = r.GetValue(tT)!, AugmentQuestions = r.GetValue(tAug), MaxNew = r.GetValue(tMax), Seed = r.GetValue(tSeed),
+        }, ct)));
+        root.Subcommands.Add(train);
+
         return root.Parse(args).Invoke();
     }
 

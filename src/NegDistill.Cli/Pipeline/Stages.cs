@@ -18,7 +18,7 @@ sealed class StageContext
     public required TrainConfig Train { get; init; }
     public required LoraConfig Lora { get; init; }
     public required IReadOnlyList<Pair> Positives { get; set; }
-    public required IReadOnlyList<Pair> Negatives { get; init; }
+    public required IReadOnlyList<Pair> Negatives { get; set; }
     public CancellationToken Cancel { get; init; }
     public List<string> Log { get; } = new();
 
@@ -106,6 +106,29 @@ static class Stages
         NatAdapter.AttachFromPeft(m, ctx.AdapterDir("neg"), ctx.Lora, seed: ctx.Train.Seed + 17);
         NatAdapter.LoadTrained(m, ctx.AdapterDir("nat"));
         return m;
+    }
+
+    /// <summary>Step 2's self-augmentation: the NAT model answers up to <paramref name="maxQuestions"/>
+    /// training questions greedily (KV-cache decoder); the rationales whose answer the MATH checker
+    /// accepts against the question's reference solution (from the teacher file) join D_pos.</summary>
+    public static IReadOnlyList<Pair> SelfAugment(StageContext ctx, string teacherPath, int maxQuestions, int maxNew)
+    {
+        if (Done(ctx, "nce")) return ctx.Positives;
+        var gold = new Dictionary<string, string>();
+        foreach (var r in new TeacherDataLoader(MalformedPolicy.Skip).Load(teacherPath)) gold[r.Question] = r.Answer;
+        var questions = ctx.Positives.Concat(ctx.Negatives).GroupBy(p => p.Question).Select(g => g.First()).Take(maxQuestions).ToList();
+        using var nat = LoadNat(ctx);
+        var prompts = questions.Select(q => ctx.Tokenizer.Encode(q.Question + "\nSolution:\n", true, false)).ToList();
+        var outs = Asc.Greedy(nat, ctx.Tokenizer, prompts, maxNew);
+        var added = new List<Pair>();
+        for (int i = 0; i < questions.Count; i++)
+        {
+            string text = "Solution:\n" + ctx.Tokenizer.Decode(outs[i].Tokens);
+            if (gold.TryGetValue(questions[i].Question, out var reference) && MathChecker.IsCorrect(text, reference))
+                added.Add(questions[i] with { Rationale = text, Positive = true, SourceId = questions[i].SourceId + "#nat" });
+        }
+        ctx.Log.Add($"self-augmentation: the NAT model answered {questions.Count} training questions (greedy, KV-cache decoder); {added.Count} correct rationales joined D_pos ({ctx.Positives.Count} → {ctx.Positives.Count + added.Count})");
+        return ctx.Positives.Concat(added).ToList();
     }
 
     /// <summary>Step 2: a fresh student LoRA distilled from the NAT model with the calibrated loss. The
