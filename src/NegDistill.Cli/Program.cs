@@ -140,6 +140,12 @@ static class Program
         }, ct)));
         root.Subcommands.Add(train);
 
+        var pipe = new Command("pipeline", "Run every stage in order from one JSON config (validated first; completed stages are skipped, so a rerun resumes), then the evaluation.");
+        var pipeArg = new Argument<string>("config") { Description = "pipeline config file (JSON; fields in the README)" };
+        pipe.Arguments.Add(pipeArg);
+        pipe.SetAction(r => Guarded(ct => PipelineVerb.Run(r.GetValue(pipeArg)!, ct)));
+        root.Subcommands.Add(pipe);
+
         return root.Parse(args).Invoke();
     }
 
