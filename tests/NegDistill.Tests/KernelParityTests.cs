@@ -19,24 +19,8 @@ public class KernelParityTests
     static void Parity(Dictionary<string, (DType dt, int[] shape, float[]? data, int[]? ints)> inputs,
         Action<IBackend, Dictionary<string, Tensor>> op, params string[] outputs)
     {
-        Dictionary<string, float[]> Run(IBackend ops)
-        {
-            var t = new Dictionary<string, Tensor>();
-            foreach (var (name, (dt, shape, data, ints)) in inputs)
-            {
-                t[name] = ops.Alloc(name, dt, shape);
-                if (data != null) ops.Upload(t[name], data);
-                if (ints != null) ops.Upload(t[name], ints);
-            }
-            op(ops, t);
-            ops.Synchronize();
-            var r = outputs.ToDictionary(o => o, o => TestUtil.Get(ops, t[o]));
-            foreach (var x in t.Values) x.Dispose();
-            return r;
-        }
-        var cpu = Run(new CpuBackend());
-        var ker = Run(TestUtil.Ilgpu);
-        foreach (var o in outputs) TestUtil.Close(cpu[o], ker[o], Atol, Rtol, o);
+        var both = TestUtil.OnBoth(inputs, op, outputs);
+        foreach (var o in outputs) TestUtil.Close(both[0].F[o], both[1].F[o], Atol, Rtol, o);
     }
 
     static (DType, int[], float[]?, int[]?) F(ulong seed, float scale, params int[] shape) =>

@@ -71,5 +71,34 @@ static class TestUtil
 
     public static double Dot(double[] a, double[] b) { double s = 0; for (int i = 0; i < a.Length; i++) s += a[i] * b[i]; return s; }
 
+    /// <summary>Runs <paramref name="op"/> on the CPU twin and on the kernels (ILGPU CPU accelerator)
+    /// with the same inputs and returns each side's named F32 and I32 outputs.</summary>
+    public static (Dictionary<string, float[]> F, Dictionary<string, int[]> I)[] OnBoth(
+        Dictionary<string, (DType dt, int[] shape, float[]? data, int[]? ints)> inputs, Action<IBackend, Dictionary<string, Tensor>> op, params string[] outputs)
+    {
+        var res = new List<(Dictionary<string, float[]>, Dictionary<string, int[]>)>();
+        foreach (IBackend ops in new IBackend[] { new CpuBackend(), TestUtil.Ilgpu })
+        {
+            var t = new Dictionary<string, Tensor>();
+            foreach (var (name, (dt, shape, data, ints)) in inputs)
+            {
+                t[name] = ops.Alloc(name, dt, shape);
+                if (data != null) ops.Upload(t[name], data);
+                if (ints != null) ops.Upload(t[name], ints);
+            }
+            op(ops, t);
+            ops.Synchronize();
+            var f = new Dictionary<string, float[]>(); var i = new Dictionary<string, int[]>();
+            foreach (var o in outputs)
+            {
+                if (t[o].DType == DType.I32) { var a = new int[t[o].Length]; ops.Download(t[o], a); i[o] = a; }
+                else f[o] = TestUtil.Get(ops, t[o]);
+            }
+            foreach (var x in t.Values) x.Dispose();
+            res.Add((f, i));
+        }
+        return res.ToArray();
+    }
+
     public static float[] Get(IBackend ops, Tensor t) { var r = new float[t.Length]; ops.Download(t, r); return r; }
 }
