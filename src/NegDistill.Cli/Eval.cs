@@ -72,22 +72,8 @@ static class Eval
         return ExitCodes.Ok;
     }
 
-    static float[] RankScores(IBackend ops, LlamaConfig cfg, EvalOptions o, ITokenizer tok, IReadOnlyList<Pair> pairs)
-    {
-        using var m = new LlamaModel(ops, cfg, DType.F32, seed: o.Seed);
-        ModelIO.LoadBase(m, o.Base);
-        ModelIO.LoadLora(m, o.Rank!);
-        using var head = new RankHead(ops, cfg.Dim, seed: 0);
-        Stages.LoadHead(ops, head, Path.Combine(o.Rank!, "score_head.safetensors"));
-        var batcher = new Batcher(tok, new BatchingOptions { CutoffLength = cfg.MaxSeq, BatchSize = 8, GroupByLength = false });
-        var r = new List<float>();
-        for (int i = 0; i < pairs.Count; i += 8)
-        {
-            var b = batcher.Collate(pairs.Skip(i).Take(8).Select(batcher.Encode).ToList());
-            r.AddRange(head.Score(m, new ModelBatch(b.B, b.T, b.Tokens, b.Targets, b.AttentionMask)));
-        }
-        return r.ToArray();
-    }
+    static float[] RankScores(IBackend ops, LlamaConfig cfg, EvalOptions o, ITokenizer tok, IReadOnlyList<Pair> pairs) =>
+        Stages.Score(ops, cfg, o.Base, o.Rank!, new Batcher(tok, new BatchingOptions { CutoffLength = cfg.MaxSeq, BatchSize = 8, GroupByLength = false }), 8, pairs);
 
     /// <summary>Questions in the authors' prompt format: "Problem:\n" + problem, then "\nSolution:\n".</summary>
     static List<TestQuestion> Load(AnswerTask task, string path, int limit)

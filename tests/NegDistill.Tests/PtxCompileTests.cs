@@ -38,7 +38,7 @@ public class PtxCompileTests
         var m = AllKernels().Single(k => k.DeclaringType!.Name == type && k.Name == method);
         var a = arch == "SM_80" ? CudaArchitecture.SM_80 : CudaArchitecture.SM_90;
         using var ctx = Context.Create(b => b.Cuda().EnableAlgorithms());
-        using var backend = new PTXBackend(ctx, a, arch == "SM_80" ? CudaInstructionSet.ISA_80 : CudaInstructionSet.ISA_83, null);
+        using var backend = new PTXBackend(ctx, a, arch == "SM_80" ? CudaInstructionSet.ISA_80 : CudaInstructionSet.ISA_83, null!);
         var implicitIndex = m.GetParameters().FirstOrDefault()?.ParameterType is { } p0 &&
                             (p0 == typeof(Index1D) || p0 == typeof(Index2D) || p0 == typeof(Index3D));
         var entry = implicitIndex ? EntryPointDescription.FromImplicitlyGroupedKernel(m) : EntryPointDescription.FromExplicitlyGroupedKernel(m);

@@ -224,16 +224,22 @@ static class Stages
     }
 
     /// <summary>Scores (question, rationale) texts with a trained ranking model.</summary>
-    public static float[] Score(StageContext ctx, IReadOnlyList<Pair> pairs)
+    public static float[] Score(StageContext ctx, IReadOnlyList<Pair> pairs) =>
+        Score(ctx.Ops, ctx.Config, ctx.BaseDir, ctx.AdapterDir("rank"), ctx.Batcher, ctx.Train.MicroBatch, pairs);
+
+    /// <summary>M_rank scores of (question, rationale) pairs: the base at <paramref name="baseDir"/> with
+    /// the ranking LoRA and score head saved in <paramref name="rankDir"/>.</summary>
+    public static float[] Score(IBackend ops, LlamaConfig cfg, string baseDir, string rankDir, Batcher batcher, int batchSize, IReadOnlyList<Pair> pairs)
     {
-        using var m = LoadBase(ctx);
-        ModelIO.LoadLora(m, ctx.AdapterDir("rank"));
-        using var head = new RankHead(ctx.Ops, ctx.Config.Dim, seed: 0);
-        LoadHead(ctx.Ops, head, Path.Combine(ctx.AdapterDir("rank"), "score_head.safetensors"));
+        using var m = new LlamaModel(ops, cfg, DType.F32, trainBase: false);
+        ModelIO.LoadBase(m, baseDir);
+        ModelIO.LoadLora(m, rankDir);
+        using var head = new RankHead(ops, cfg.Dim, seed: 0);
+        LoadHead(ops, head, Path.Combine(rankDir, "score_head.safetensors"));
         var r = new List<float>();
-        for (int i = 0; i < pairs.Count; i += ctx.Train.MicroBatch)
+        for (int i = 0; i < pairs.Count; i += batchSize)
         {
-            var b = ctx.Batcher.Collate(pairs.Skip(i).Take(ctx.Train.MicroBatch).Select(ctx.Batcher.Encode).ToList());
+            var b = batcher.Collate(pairs.Skip(i).Take(batchSize).Select(batcher.Encode).ToList());
             r.AddRange(head.Score(m, new ModelBatch(b.B, b.T, b.Tokens, b.Targets, b.AttentionMask)));
         }
         return r.ToArray();
