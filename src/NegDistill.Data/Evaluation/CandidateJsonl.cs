@@ -149,10 +149,10 @@ public static class CandidateJsonl
     private static IEnumerable<Candidate> ReadIterator(string path, CandidateReadReport report)
     {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 16);
-        foreach (RawLine line in SplitLines(stream))
+        foreach (var line in JsonLineReader.Split(stream, skipBom: false))
         {
-            report.Lines = line.Number;
-            if (line.Bytes.Span.IndexOfAnyExcept(" \t\r"u8) < 0)
+            report.Lines = line.Line;
+            if (JsonLineReader.IsBlank(line.Bytes.Span))
             {
                 continue;
             }
@@ -164,14 +164,14 @@ public static class CandidateJsonl
             }
             catch (FormatException e) when (!line.Terminated)
             {
-                report.TruncatedLine = line.Number;
+                report.TruncatedLine = line.Line;
                 report.TruncatedReason = e.Message;
                 report.TruncatedBytes = line.Bytes.Length;
                 yield break;
             }
             catch (FormatException e)
             {
-                throw new InvalidDataException($"{path}:{line.Number}: {e.Message}", e);
+                throw new InvalidDataException($"{path}:{line.Line}: {e.Message}", e);
             }
 
             report.Candidates++;
@@ -179,62 +179,6 @@ public static class CandidateJsonl
         }
     }
 
-    internal readonly record struct RawLine(long Number, ReadOnlyMemory<byte> Bytes, bool Terminated);
-
-    /// <summary>
-    /// Splits a stream at '\n' (a preceding '\r' is removed), telling for each line whether a '\n'
-    /// ended it. The memory is valid until the next step.
-    /// </summary>
-    internal static IEnumerable<RawLine> SplitLines(Stream stream)
-    {
-        byte[] buffer = new byte[1 << 16];
-        int start = 0;
-        int end = 0;
-        long number = 0;
-        while (true)
-        {
-            int nl = Array.IndexOf(buffer, (byte)'\n', start, end - start);
-            if (nl >= 0)
-            {
-                number++;
-                int len = nl - start;
-                if (len > 0 && buffer[nl - 1] == (byte)'\r')
-                {
-                    len--;
-                }
-
-                yield return new RawLine(number, buffer.AsMemory(start, len), true);
-                start = nl + 1;
-                continue;
-            }
-
-            if (start > 0)
-            {
-                Buffer.BlockCopy(buffer, start, buffer, 0, end - start);
-                end -= start;
-                start = 0;
-            }
-
-            if (end == buffer.Length)
-            {
-                Array.Resize(ref buffer, buffer.Length * 2);
-            }
-
-            int read = stream.Read(buffer, end, buffer.Length - end);
-            if (read == 0)
-            {
-                if (end > 0)
-                {
-                    number++;
-                    yield return new RawLine(number, buffer.AsMemory(0, end), false);
-                }
-
-                yield break;
-            }
-
-            end += read;
-        }
-    }
 
     private static void WriteDouble(Utf8JsonWriter w, string name, double value)
     {

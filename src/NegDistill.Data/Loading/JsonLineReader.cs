@@ -14,14 +14,21 @@ internal static class JsonLineReader
     /// the next iteration step. "\n" and "\r\n" both end a line; a UTF-8 byte-order mark at the start of
     /// the stream is skipped.
     /// </summary>
-    public static IEnumerable<(long Line, ReadOnlyMemory<byte> Bytes)> ReadLines(Stream stream)
+    public static IEnumerable<(long Line, ReadOnlyMemory<byte> Bytes)> ReadLines(Stream stream) =>
+        Split(stream, skipBom: true).Select(l => (l.Line, l.Bytes));
+
+    /// <summary>
+    /// The splitter behind <see cref="ReadLines"/>, also telling whether a "\n" ended each line (false
+    /// only for a last line cut off without one, which an append-only log may hold after a crash).
+    /// </summary>
+    public static IEnumerable<(long Line, ReadOnlyMemory<byte> Bytes, bool Terminated)> Split(Stream stream, bool skipBom)
     {
         byte[] buffer = new byte[InitialBuffer];
         int start = 0;
         int end = 0;
         long line = 0;
         bool eof = false;
-        bool first = true;
+        bool first = skipBom;
 
         while (true)
         {
@@ -35,7 +42,7 @@ internal static class JsonLineReader
                     len--;
                 }
 
-                yield return (line, StripBom(buffer.AsMemory(start, len), ref first));
+                yield return (line, StripBom(buffer.AsMemory(start, len), ref first), true);
                 start = nl + 1;
                 continue;
             }
@@ -51,7 +58,7 @@ internal static class JsonLineReader
                         len--;
                     }
 
-                    yield return (line, StripBom(buffer.AsMemory(start, len), ref first));
+                    yield return (line, StripBom(buffer.AsMemory(start, len), ref first), false);
                 }
 
                 yield break;
