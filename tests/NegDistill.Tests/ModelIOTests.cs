@@ -1,3 +1,4 @@
+using NegDistill.Infer;
 using NegDistill.Checkpoints;
 using NegDistill.Model;
 using NegDistill.Runtime;
@@ -81,7 +82,49 @@ public class MemoryPlanTests
         m.AddLora(lora, seed: 2);
         m.Step(ModelParityTests.TinyBatch(cfg, b: 2, t: 8), new CrossEntropyHead(), backward: true);
         var plan = MemoryPlan.ForTraining(cfg, DType.F32, lora, 2, 8, recompute, trainBase);
-        Assert.That(plan.Total, Is.EqualTo(ops.AllocatedBytes), plan.Render("tiny"));
+        Assert.That(plan.Total, Is.EqualTo(ops.PeakBytes), plan.Render("tiny"));
+        Assert.That(ops.AllocatedBytes, Is.EqualTo(ops.PeakBytes), "no buffer was grown and reallocated");
+    }
+
+    [TestCase(false, 3, 40, 0)]
+    [TestCase(true, 3, 40, 0)]
+    [TestCase(true, 4, 64, 9)]
+    public void SamplingPlanEqualsWhatTheSamplerAllocates(bool withLora, int slots, int maxSeq, int maxRows)
+    {
+        var ops = new CpuBackend();
+        var cfg = LlamaConfig.Tiny;
+        var lora = withLora ? new LoraConfig { Targets = [Proj.q_proj, Proj.v_proj, Proj.up_proj] } : null;
+        using var m = new LlamaModel(ops, cfg, DType.BF16, trainBase: false, seed: 1);
+        if (lora != null) m.AddLora(lora, seed: 2, trainable: false);
+        var settings = new SamplerSettings { Temperature = 1f, MaxNewTokens = 12, Slots = slots, MaxSeq = maxSeq, MaxRowsPerStep = maxRows, Seed = 3 };
+        using (var sampler = new Sampler(m, settings))
+        {
+            // prompts of several lengths, more sequences than slots: prefill chunks of every size and decode steps
+            var prompts = Enumerable.Range(0, 5).Select(i => Enumerable.Range(0, 3 + 4 * i).Select(j => 1 + (i * 7 + j) % (cfg.Vocab - 1)).ToArray());
+            var got = sampler.Run(prompts.Select((p, i) => new SampleRequest(i, p, 2)));
+            Assert.That(got, Has.Count.EqualTo(10));
+        }
+        int rows = maxRows > 0 ? maxRows : slots + 256;
+        var plan = MemoryPlan.ForSampling(cfg, DType.BF16, lora, slots, maxSeq, rows);
+        Assert.That(plan.Total, Is.EqualTo(ops.PeakBytes), plan.Render("tiny sampling"));
+    }
+
+    [Test]
+    public void Llama7B_Sampling16CandidatesX32Questions_MatchesTheHandComputation()
+    {
+        // 16 candidates × 32 questions = 512 sequences through 64 KV-cache slots (continuous batching,
+        // 8 rounds), each slot 512 positions (prompt ≤ 256 + 256 new tokens), 64 + 256 = 320 rows per
+        // forward, BF16 weights, the LoRA of q_proj/v_proj (r = 8) frozen. By hand (bytes):
+        //   embedding 524,288,000; norms 1,064,960; projections + head 13,214,154,752
+        //   LoRA weights 32·2·(8·4096 + 4096·8)·4 = 16,777,216; LoRA rows 32·2·320·8·4 = 655,360
+        //   KV cache 2·32·64·512·4096·4 = 34,359,738,368
+        //   rows 320·(7·4096 + 1 + 3·11008 + 32000)·4 = 119,932,160; ids 9·320·4 = 11,520
+        var plan = MemoryPlan.ForSampling(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), slots: 64, maxSeq: 512, maxRows: 320);
+        long hand = 524_288_000L + 1_064_960 + 13_214_154_752 + 16_777_216 + 655_360 + 34_359_738_368 + 119_932_160 + 11_520;
+        Assert.That(plan.Total, Is.EqualTo(hand));
+        Assert.That(plan.Total, Is.LessThan(80L * 1000 * 1000 * 1000), "must fit one 80 GB GPU");
+        // All 512 sequences in the cache at once would not (275 GB of F32 cache):
+        Assert.That(MemoryPlan.ForSampling(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), 512, 512, 768).Total, Is.GreaterThan(80L * 1000 * 1000 * 1000));
     }
 
     [Test]

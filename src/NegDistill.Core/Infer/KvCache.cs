@@ -10,7 +10,7 @@ namespace NegDistill.Infer;
 /// <see cref="LlamaModel.ForwardRows"/>, sized to <see cref="MaxRows"/> rows and separate from the
 /// model's training activations, so that inference never reallocates or disturbs them.
 /// Memory: 2·L·S·Tmax·C·4 bytes of cache (LLaMA-7b, 16 slots of 512 positions: 8.6 GB) plus
-/// MaxRows·(7C + 3F + V)·4 bytes of rows.
+/// MaxRows·(7C + 1 + 3F + V + 9)·4 bytes of rows; <see cref="MemoryPlan.ForSampling"/> adds it up.
 /// </summary>
 public sealed class KvCache : IDisposable
 {
@@ -36,6 +36,7 @@ public sealed class KvCache : IDisposable
         RowPos = o.Alloc("kv.pos", DType.I32, maxRows); LogitRows = o.Alloc("kv.logitrows", DType.I32, maxRows);
         Sampled = o.Alloc("kv.sampled", DType.I32, maxRows); SampledLogProb = o.Alloc("kv.sampled.lp", DType.F32, maxRows);
         RowSeed = o.Alloc("kv.seed", DType.I32, maxRows, 2); RowCounter = o.Alloc("kv.counter", DType.I32, maxRows);
+        foreach (var a in model.Adapters.Values) a.Reserve(maxRows, training: false);   // adapters' row buffers, once
     }
 
     public LlamaModel Model { get; }

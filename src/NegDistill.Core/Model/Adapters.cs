@@ -28,6 +28,10 @@ public interface IProjectionAdapter : IDisposable
     /// <param name="dy">(N,out)</param><param name="dx">(N,in) +=</param>
     void Backward(PassContext ctx, Tensor x, Tensor dy, Tensor dx, int n);
     IEnumerable<Param> Parameters { get; }
+    /// <summary>Allocates the row buffers for up to <paramref name="rows"/> rows now (forward only unless
+    /// <paramref name="training"/>), so that later calls never grow them (the KV cache reserves its row
+    /// limit; the memory planner counts exactly this).</summary>
+    void Reserve(int rows, bool training);
 }
 
 /// <summary>LoRA settings (method.md: r = 8, alpha = 16, dropout 0.05 on q_proj and v_proj).</summary>
@@ -45,7 +49,8 @@ public sealed record LoraConfig
 
 /// <summary>
 /// LoRA on one projection: Δy = s · B(A·drop(x)), s = alpha/r; A (r,in) Kaiming-uniform, B (out,r) zero.
-/// Forward keeps drop(x) (N,in) and xa = drop(x)·Aᵀ (N,r) for the backward.
+/// Forward keeps xa = drop(x)·Aᵀ (N,r), and drop(x) (N,in) only while dropout is on (otherwise the
+/// backward reads x itself), for the backward.
 ///   dB += s · dyᵀ·xa        dxa = s · dy·B        dA += dxaᵀ·drop(x)        dx += drop'(dxa·A)
 /// </summary>
 public sealed class LoraAdapter : IProjectionAdapter
@@ -55,7 +60,7 @@ public sealed class LoraAdapter : IProjectionAdapter
     readonly float _scale, _p;
     readonly ulong _id;
     Tensor? _xd, _xa, _dxa, _dxd;
-    int _cap;
+    int _capF, _capD, _capB;
 
     public LoraAdapter(IBackend ops, string prefix, int inFeatures, int outFeatures, LoraConfig cfg, ulong seed, ulong id, bool trainable = true)
     {
@@ -69,15 +74,29 @@ public sealed class LoraAdapter : IProjectionAdapter
     public Param B { get; }
     public IEnumerable<Param> Parameters => [A, B];
 
-    void Ensure(int n)
+    // Row buffers, allocated once for the most rows seen (or reserved): drop(x) and xa for the forward,
+    // dxa and dxd only once a backward runs. With dropout off (inference, frozen adapters, p = 0) drop(x)
+    // is x itself and no copy is kept.
+    void EnsureForward(int n, bool dropout)
     {
-        if (n <= _cap) return;
-        _xd?.Dispose(); _xa?.Dispose(); _dxa?.Dispose(); _dxd?.Dispose();
-        _xd = _ops.Alloc(A.Name + ".xd", DType.F32, n, _in);
-        _xa = _ops.Alloc(A.Name + ".xa", DType.F32, n, _r);
+        if (n > _capF) { _xa?.Dispose(); _xa = _ops.Alloc(A.Name + ".xa", DType.F32, n, _r); _capF = n; }
+        if (dropout && n > _capD) { _xd?.Dispose(); _xd = _ops.Alloc(A.Name + ".xd", DType.F32, n, _in); _capD = n; }
+    }
+
+    void EnsureBackward(int n)
+    {
+        if (n <= _capB) return;
+        _dxa?.Dispose(); _dxd?.Dispose();
         _dxa = _ops.Alloc(A.Name + ".dxa", DType.F32, n, _r);
         _dxd = _ops.Alloc(A.Name + ".dxd", DType.F32, n, _in);
-        _cap = n;
+        _capB = n;
+    }
+
+    /// <inheritdoc/>
+    public void Reserve(int rows, bool training)
+    {
+        EnsureForward(rows, training && _p > 0);
+        if (training) EnsureBackward(rows);
     }
 
     ulong Seed(PassContext ctx) => CounterRng.Derive(ctx.StepSeed, _id, 0xD);
@@ -85,20 +104,24 @@ public sealed class LoraAdapter : IProjectionAdapter
 
     public void Forward(PassContext ctx, Tensor x, Tensor y, int n)
     {
-        Ensure(n);
-        _ops.DropoutForward(_xd!, x, P(ctx), Seed(ctx), (long)n * _in);
-        _ops.MatMul(_xa!, _xd!, A.W, n, _r, _in, false, true);                       // xa(N,r) = xd·Aᵀ
+        float p = P(ctx);
+        EnsureForward(n, p > 0);
+        var xd = x;
+        if (p > 0) { xd = _xd!; _ops.DropoutForward(xd, x, p, Seed(ctx), (long)n * _in); }     // xd = drop(x)
+        _ops.MatMul(_xa!, xd, A.W, n, _r, _in, false, true);                         // xa(N,r) = xd·Aᵀ
         _ops.MatMul(y, _xa!, B.W, n, _out, _r, false, true, _scale, 1f);            // y += s·xa·Bᵀ
     }
 
     public void Backward(PassContext ctx, Tensor x, Tensor dy, Tensor dx, int n)
     {
-        Ensure(n);
+        float p = P(ctx);
+        EnsureBackward(n);
+        var xd = p > 0 ? _xd! : x;
         if (B.Trainable) _ops.MatMul(B.Grad!, dy, _xa!, _out, _r, n, true, false, _scale, 1f);   // dB += s·dyᵀ·xa
         _ops.MatMul(_dxa!, dy, B.W, n, _r, _out, false, false, _scale, 0f);                        // dxa = s·dy·B
-        if (A.Trainable) _ops.MatMul(A.Grad!, _dxa!, _xd!, _r, _in, n, true, false, 1f, 1f);     // dA += dxaᵀ·xd
+        if (A.Trainable) _ops.MatMul(A.Grad!, _dxa!, xd, _r, _in, n, true, false, 1f, 1f);       // dA += dxaᵀ·xd
         _ops.MatMul(_dxd!, _dxa!, A.W, n, _in, _r, false, false);                                  // dxd = dxa·A
-        _ops.DropoutBackward(dx, _dxd!, P(ctx), Seed(ctx), (long)n * _in);                         // dx += drop'(dxd)
+        _ops.DropoutBackward(dx, _dxd!, p, Seed(ctx), (long)n * _in);                              // dx += drop'(dxd)
     }
 
     public void Dispose()

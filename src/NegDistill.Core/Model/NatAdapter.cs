@@ -142,6 +142,14 @@ public sealed class NatAdapter : IProjectionAdapter
     (Tensor Pos, Tensor Neg, Tensor Both) Halves(Tensor t, int n, int w) =>
         (_ops.View(t, 0, n, w), _ops.View(t, (long)n * w, n, w), _ops.View(t, 0, 2 * n, w));
 
+    /// <inheritdoc/>
+    public void Reserve(int rows, bool training)
+    {
+        Pos.Reserve(rows, training);
+        Neg.Reserve(rows, training);
+        if (Mode == NatMode.Integrated) Ensure(rows);
+    }
+
     public void Forward(PassContext ctx, Tensor x, Tensor y, int n)
     {
         switch (Mode)

@@ -11,8 +11,9 @@ namespace NegDistill.Runtime;
 /// fast path, double for the fp64 oracle).</summary>
 public sealed class CpuTensor<T> : Tensor where T : unmanaged, IFloatingPointIeee754<T>
 {
-    internal CpuTensor(string name, DType dtype, int[] shape) : base(name, dtype, shape)
+    internal CpuTensor(string name, DType dtype, int[] shape, Action<long>? onFree = null) : base(name, dtype, shape)
     {
+        _onFree = onFree;
         if (Length > Array.MaxLength) throw new ArgumentException($"tensor '{name}' has {Length} elements, more than one CPU array holds");
         switch (dtype)
         {
@@ -33,7 +34,13 @@ public sealed class CpuTensor<T> : Tensor where T : unmanaged, IFloatingPointIee
     public ArraySegment<T> F => new(FArr ?? throw new ArgumentException($"tensor {this} is {DType}, the op needs F32"), Offset, (int)Length);
     public ArraySegment<int> I => new(IArr ?? throw new ArgumentException($"tensor {this} is {DType}, the op needs I32"), Offset, (int)Length);
     public ArraySegment<ushort> H => new(HArr ?? throw new ArgumentException($"tensor {this} is {DType}, the op needs F16/BF16"), Offset, (int)Length);
-    public override void Dispose() { }
+    readonly Action<long>? _onFree;
+    int _freed;
+    /// <summary>The storage is managed; disposing only tells the owning backend the bytes are free (once).</summary>
+    public override void Dispose()
+    {
+        if (_onFree != null && Interlocked.Exchange(ref _freed, 1) == 0) _onFree(Bytes);
+    }
 }
 
 /// <summary>The SIMD CPU twin in fp32: the fast host path.</summary>
@@ -57,15 +64,22 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
     public void Write(Tensor t, ReadOnlySpan<T> src) => src.CopyTo(F(t));
     static ArraySegment<int> I(Tensor t) => C(t).I;
 
-    /// <summary>Bytes allocated so far by <see cref="Alloc"/> (views excluded; F32 counted at 4 bytes
-    /// as on a GPU even when T is double), for checking the memory planner.</summary>
+    /// <summary>Bytes allocated so far by <see cref="Alloc"/>, freed or not (views excluded; F32 counted
+    /// at 4 bytes as on a GPU even when T is double).</summary>
     public long AllocatedBytes => Interlocked.Read(ref _allocated);
-    long _allocated;
+    /// <summary>Bytes of tensors allocated and not yet disposed.</summary>
+    public long LiveBytes => Interlocked.Read(ref _live);
+    /// <summary>The most <see cref="LiveBytes"/> ever held at once: what a device of this size would need,
+    /// and what the memory planner is checked against.</summary>
+    public long PeakBytes => Interlocked.Read(ref _peak);
+    long _allocated, _live, _peak;
 
     public Tensor Alloc(string name, DType dtype, params int[] shape)
     {
-        var t = new CpuTensor<T>(name, dtype, shape);
+        var t = new CpuTensor<T>(name, dtype, shape, b => Interlocked.Add(ref _live, -b));
         Interlocked.Add(ref _allocated, t.Bytes);
+        long live = Interlocked.Add(ref _live, t.Bytes), peak;
+        while (live > (peak = Interlocked.Read(ref _peak)) && Interlocked.CompareExchange(ref _peak, live, peak) != peak) { }
         return t;
     }
     public Tensor View(Tensor t, long offset, params int[] shape) => new CpuTensor<T>(C(t), offset, shape);
