@@ -87,10 +87,10 @@ static class Program
         }));
         root.Subcommands.Add(plan);
 
-        var eval = new Command("eval", "Greedy and SC / WS / ASC accuracy of a model (+ LoRA adapter) on MATH (per subject) or GSM8K, from N saved candidates per question.");
+        // sample / eval share their options; vote reads what sample wrote
         var eBase = new Option<string>("--base") { Description = "Hugging Face LLaMA checkpoint folder (config.json, *.safetensors, tokenizer)", Required = true };
         var eAdapter = new Option<string?>("--adapter") { Description = "PEFT LoRA folder to apply" };
-        var eRank = new Option<string?>("--rank") { Description = "ranking model folder (PEFT LoRA + score_head.safetensors) for ASC" };
+        var eRank = new Option<string?>("--rank") { Description = "ranking model folder (PEFT LoRA + score_head.safetensors): scores every candidate for ASC" };
         var eData = new Option<string>("--data") { Description = "MATH (JSON per problem or JSONL) or GSM8K JSONL: file, folder or glob", Required = true };
         var eTask = new Option<string>("--task") { Description = "math or gsm8k", DefaultValueFactory = _ => "math" };
         var eN = new Option<int>("--n") { Description = "candidates per question (votes at 1, 2, 4, 8, 16 up to this)", DefaultValueFactory = _ => 16 };
@@ -100,13 +100,36 @@ static class Program
         var eOut = new Option<string>("--out") { Description = "output folder", DefaultValueFactory = _ => "runs/eval" };
         var eDev = new Option<string>("--device") { Description = Backends.Help, DefaultValueFactory = _ => "cpu" };
         var eSeed = new Option<ulong>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 1UL };
-        foreach (var o in new Option[] { eBase, eAdapter, eRank, eData, eTask, eN, eMax, eTemp, eLimit, eOut, eDev, eSeed }) eval.Options.Add(o);
-        eval.SetAction(r => Guarded(_ => Eval.Run(new EvalOptions
+        var eSlots = new Option<int>("--slots") { Description = "KV-cache slots, i.e. sequences decoded at once (0: the most that fit the device, up to 256)" };
+        var eMem = new Option<double>("--memory-limit") { Description = "plan against this many GB instead of the device's memory (0: the device's)" };
+        EvalOptions EvalOpts(ParseResult r) => new()
         {
             Base = r.GetValue(eBase)!, Adapter = r.GetValue(eAdapter), Rank = r.GetValue(eRank), Data = r.GetValue(eData)!, Task = r.GetValue(eTask)!,
             N = r.GetValue(eN), MaxNew = r.GetValue(eMax), Temperature = r.GetValue(eTemp), Limit = r.GetValue(eLimit), Out = r.GetValue(eOut)!,
-            Device = r.GetValue(eDev)!, Seed = r.GetValue(eSeed),
+            Device = r.GetValue(eDev)!, Seed = r.GetValue(eSeed), Slots = r.GetValue(eSlots), MemoryLimitGb = r.GetValue(eMem),
+        };
+
+        var sample = new Command("sample", "Sample N candidates per question (KV cache, continuous batching) into OUT/LABEL.candidates.jsonl, resuming a partial file; with --rank also OUT/LABEL.candidates.scored.jsonl. Prints the memory plan first.");
+        foreach (var o in new Option[] { eBase, eAdapter, eRank, eData, eTask, eN, eMax, eTemp, eLimit, eOut, eDev, eSeed, eSlots, eMem }) sample.Options.Add(o);
+        sample.SetAction(r => Guarded(_ => Eval.Sample(EvalOpts(r))));
+        root.Subcommands.Add(sample);
+
+        var vote = new Command("vote", "SC, WS or ASC accuracy at N = 1, 2, 4, … from saved candidates (answers re-judged against --data's references).");
+        var vMethod = new Argument<string>("method") { Description = "sc | ws | asc (asc needs a *.candidates.scored.jsonl)" };
+        var vCand = new Option<string>("--candidates") { Description = "candidates JSONL written by `sample` or `eval`", Required = true };
+        var vData = new Option<string>("--data") { Description = "the test data the candidates answer (for the reference answers)", Required = true };
+        var vN = new Option<int>("--n") { Description = "largest N", DefaultValueFactory = _ => 16 };
+        vote.Arguments.Add(vMethod);
+        foreach (var o in new Option[] { vCand, vData, eTask, vN, eLimit }) vote.Options.Add(o);
+        vote.SetAction(r => Guarded(_ => Eval.Vote(r.GetValue(vMethod)!, r.GetValue(vCand)!, new EvalOptions
+        {
+            Base = "", Data = r.GetValue(vData)!, Task = r.GetValue(eTask)!, N = r.GetValue(vN), Limit = r.GetValue(eLimit),
         })));
+        root.Subcommands.Add(vote);
+
+        var eval = new Command("eval", "Greedy and SC / WS / ASC accuracy of a model (+ LoRA adapter) on MATH (per subject) or GSM8K: sample, score with --rank, vote; tables and a plot under --out.");
+        foreach (var o in new Option[] { eBase, eAdapter, eRank, eData, eTask, eN, eMax, eTemp, eLimit, eOut, eDev, eSeed, eSlots, eMem }) eval.Options.Add(o);
+        eval.SetAction(r => Guarded(_ => Eval.Run(EvalOpts(r))));
         root.Subcommands.Add(eval);
 
         var train = new Command("train", "Train one stage or baseline: neg, nat, nce (with self-augmentation), kd, mix, ul, nt, cl, rank. Stages share --out (nat needs neg; nce needs neg and nat).");
@@ -129,14 +152,16 @@ static class Program
         var tAug = new Option<int>("--augment-questions") { Description = "nce: training questions the NAT model answers for self-augmentation", DefaultValueFactory = _ => int.MaxValue };
         var tMax = new Option<int>("--max-new") { Description = "nce: token budget of a self-augmentation answer", DefaultValueFactory = _ => 256 };
         var tSeed = new Option<ulong>("--seed") { Description = "seed of initialisation, data order and dropout", DefaultValueFactory = _ => 1UL };
+        var tMem = new Option<double>("--memory-limit") { Description = "plan against this many GB instead of the device's memory (0: the device's)" };
         train.Arguments.Add(tStage);
-        foreach (var o in new Option[] { tBase, tData, tOut, tDev, tSteps, tMicro, tEff, tLr, tWarm, tCut, tCk, tR, tA, tD, tT, tAug, tMax, tSeed }) train.Options.Add(o);
+        foreach (var o in new Option[] { tBase, tData, tOut, tDev, tSteps, tMicro, tEff, tLr, tWarm, tCut, tCk, tR, tA, tD, tT, tAug, tMax, tSeed, tMem }) train.Options.Add(o);
         train.SetAction(r => Guarded(ct => TrainVerb.Run(new TrainOptions
         {
             Stage = r.GetValue(tStage)!, Base = r.GetValue(tBase)!, Data = r.GetValue(tData)!, Out = r.GetValue(tOut)!, Device = r.GetValue(tDev)!,
             Steps = r.GetValue(tSteps), MicroBatch = r.GetValue(tMicro), EffectiveBatch = r.GetValue(tEff), Lr = r.GetValue(tLr), Warmup = r.GetValue(tWarm),
             Cutoff = r.GetValue(tCut), CheckpointEvery = r.GetValue(tCk), Rank = r.GetValue(tR), Alpha = r.GetValue(tA), Dropout = r.GetValue(tD),
             Targets = r.GetValue(tT)!, AugmentQuestions = r.GetValue(tAug), MaxNew = r.GetValue(tMax), Seed = r.GetValue(tSeed),
+            MemoryLimitGb = r.GetValue(tMem),
         }, ct)));
         root.Subcommands.Add(train);
 
@@ -158,6 +183,7 @@ static class Program
         Console.CancelKeyPress += onCancel;
         try { return body(cts.Token); }
         catch (OutOfMemoryException e) { Console.Error.WriteLine($"out of memory: {e.Message}"); return ExitCodes.OutOfMemory; }
+        catch (PlanDoesNotFitException e) { Console.Error.WriteLine($"does not fit: {e.Message}"); return ExitCodes.OutOfMemory; }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException
                                    or MalformedRecordException or Checkpoints.CheckpointFormatException)
         {

@@ -27,6 +27,8 @@ sealed record TrainOptions
     public int AugmentQuestions { get; init; } = int.MaxValue;
     public int MaxNew { get; init; } = 256;
     public ulong Seed { get; init; } = 1;
+    /// <summary>Plan against this many GB instead of the device's memory; 0: the device's.</summary>
+    public double MemoryLimitGb { get; init; }
 }
 
 /// <summary>
@@ -49,6 +51,17 @@ static class TrainVerb
         var split = new DatasetSplitter().SplitPath(o.Data);
         Console.WriteLine(SplitReport.Render(split.Summary, o.Data));
         using var ops = Backends.Create(o.Device);
+        var weights = ModelIO.StorageDType(o.Base);
+        var lora = new LoraConfig
+        {
+            Rank = o.Rank, Alpha = o.Alpha, Dropout = o.Dropout,
+            Targets = o.Targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(LoraConfig.ParseTarget).ToArray(),
+        };
+        Planning.Check(ops, MemoryPlan.ForTraining(cfg, weights, lora, o.MicroBatch, o.Cutoff),
+            $"{stage}: LoRA training, {weights} weights, micro-batch {o.MicroBatch} × {o.Cutoff} tokens"
+            + (stage is "nat" or "nce" ? " (the LoRA part; NAT's integration units and NCE's teacher states come on top)" : ""),
+            "--micro-batch (raise --effective-batch's accumulation instead) or --cutoff",
+            o.MemoryLimitGb > 0 ? (long)(o.MemoryLimitGb * 1e9) : null);
         var ctx = new StageContext
         {
             Ops = ops, Config = cfg, BaseDir = o.Base, OutDir = o.Out, Tokenizer = tok, Cancel = cancel,
@@ -58,11 +71,7 @@ static class TrainVerb
                 Steps = o.Steps, MicroBatch = o.MicroBatch, EffectiveBatch = o.EffectiveBatch, LearningRate = o.Lr,
                 WarmupSteps = Math.Min(o.Warmup, o.Steps), CheckpointEvery = o.CheckpointEvery, Seed = o.Seed,
             },
-            Lora = new LoraConfig
-            {
-                Rank = o.Rank, Alpha = o.Alpha, Dropout = o.Dropout,
-                Targets = o.Targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(LoraConfig.ParseTarget).ToArray(),
-            },
+            Lora = lora, Weights = weights,
             Positives = split.Positives, Negatives = split.Negatives,
         };
         ctx.Train.Validate();

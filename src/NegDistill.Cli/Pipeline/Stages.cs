@@ -17,6 +17,8 @@ sealed class StageContext
     public required Batcher Batcher { get; init; }
     public required TrainConfig Train { get; init; }
     public required LoraConfig Lora { get; init; }
+    /// <summary>Precision of the frozen base weights: the checkpoint's own (<see cref="ModelIO.StorageDType"/>).</summary>
+    public DType Weights { get; init; } = DType.F32;
     public required IReadOnlyList<Pair> Positives { get; set; }
     public required IReadOnlyList<Pair> Negatives { get; set; }
     public CancellationToken Cancel { get; init; }
@@ -39,7 +41,7 @@ static class Stages
     /// <summary>The frozen base with no adapters.</summary>
     public static LlamaModel LoadBase(StageContext ctx)
     {
-        var m = new LlamaModel(ctx.Ops, ctx.Config, DType.F32, trainBase: false, seed: ctx.Train.Seed);
+        var m = new LlamaModel(ctx.Ops, ctx.Config, ctx.Weights, trainBase: false, seed: ctx.Train.Seed);
         ModelIO.LoadBase(m, ctx.BaseDir);
         return m;
     }
@@ -225,13 +227,13 @@ static class Stages
 
     /// <summary>Scores (question, rationale) texts with a trained ranking model.</summary>
     public static float[] Score(StageContext ctx, IReadOnlyList<Pair> pairs) =>
-        Score(ctx.Ops, ctx.Config, ctx.BaseDir, ctx.AdapterDir("rank"), ctx.Batcher, ctx.Train.MicroBatch, pairs);
+        Score(ctx.Ops, ctx.Config, ctx.BaseDir, ctx.AdapterDir("rank"), ctx.Batcher, ctx.Train.MicroBatch, pairs, ctx.Weights);
 
     /// <summary>M_rank scores of (question, rationale) pairs: the base at <paramref name="baseDir"/> with
     /// the ranking LoRA and score head saved in <paramref name="rankDir"/>.</summary>
-    public static float[] Score(IBackend ops, LlamaConfig cfg, string baseDir, string rankDir, Batcher batcher, int batchSize, IReadOnlyList<Pair> pairs)
+    public static float[] Score(IBackend ops, LlamaConfig cfg, string baseDir, string rankDir, Batcher batcher, int batchSize, IReadOnlyList<Pair> pairs, DType weights = DType.F32)
     {
-        using var m = new LlamaModel(ops, cfg, DType.F32, trainBase: false);
+        using var m = new LlamaModel(ops, cfg, weights, trainBase: false);
         ModelIO.LoadBase(m, baseDir);
         ModelIO.LoadLora(m, rankDir);
         using var head = new RankHead(ops, cfg.Dim, seed: 0);

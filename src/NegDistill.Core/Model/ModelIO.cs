@@ -76,6 +76,17 @@ public static class ModelIO
         return c;
     }
 
+    /// <summary>The precision the checkpoint stores its projections in (the q_proj of layer 0 decides):
+    /// a model built with it loads the weights as stored, without widening.</summary>
+    public static DType StorageDType(string dir)
+    {
+        using var src = ShardedCheckpoint.Open(dir);
+        const string probe = "model.layers.0.self_attn.q_proj.weight";
+        if (!src.Contains(probe))
+            throw new CheckpointFormatException(CheckpointErrorKind.MissingTensor, dir, probe, "the model needs this tensor and the checkpoint has none");
+        return src.Info(probe).Type switch { StorageType.F16 => DType.F16, StorageType.BF16 => DType.BF16, _ => DType.F32 };
+    }
+
     /// <summary>Loads base weights from a checkpoint folder into the model. Every model tensor must be
     /// present with the config's shape; 16-bit tensors load as stored into 16-bit model weights and
     /// are widened into F32 ones. Errors name the file and the tensor.</summary>
