@@ -1,4 +1,3 @@
-using NegDistill.Checkpoints;
 using NegDistill.Cli.Pipeline;
 using NegDistill.Data;
 using NegDistill.Data.Evaluation;
@@ -150,12 +149,7 @@ static class Eval
         if (o.N < 1) throw new ArgumentException($"--n: {o.N} candidates per question; at least 1");
         if (o.MaxNew < 1) throw new ArgumentException($"--max-new: {o.MaxNew}; at least 1 token");
         var weights = ModelIO.StorageDType(o.Base);
-        LoraConfig? lora = null;
-        if (o.Adapter != null)
-        {
-            var ac = AdapterConfig.Load(Path.Combine(o.Adapter, AdapterCheckpoint.ConfigFileName));
-            lora = new LoraConfig { Rank = ac.R, Alpha = (float)ac.LoraAlpha, Dropout = (float)ac.LoraDropout, Targets = ac.TargetModules.Select(LoraConfig.ParseTarget).ToArray() };
-        }
+        var lora = o.Adapter == null ? null : ModelIO.ReadLoraSettings(o.Adapter);
         int maxSeq = CacheShape.Positions(cfg, questions.Select(q => tok.Encode(q.Prompt, true, false)), o.MaxNew);
         long device = o.MemoryLimitGb > 0 ? (long)(o.MemoryLimitGb * 1e9) : Planning.DeviceBytes(ops);
         int sequences = questions.Count * o.N;

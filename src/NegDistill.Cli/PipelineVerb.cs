@@ -29,6 +29,7 @@ sealed record PipelineConfig
         [JsonPropertyName("warmup_steps")] public int Warmup { get; init; } = 20;
         [JsonPropertyName("cutoff")] public int Cutoff { get; init; } = 256;
         [JsonPropertyName("checkpoint_every")] public int CheckpointEvery { get; init; } = 50;
+        [JsonPropertyName("recompute")] public bool Recompute { get; init; }
         [JsonPropertyName("augment_questions")] public int AugmentQuestions { get; init; } = int.MaxValue;
         [JsonPropertyName("augment_max_new_tokens")] public int AugmentMaxNew { get; init; } = 256;
     }
@@ -50,6 +51,7 @@ sealed record PipelineConfig
         [JsonPropertyName("max_new_tokens")] public int MaxNew { get; init; } = 256;
         [JsonPropertyName("temperature")] public float Temperature { get; init; } = 0.7f;
         [JsonPropertyName("limit")] public int Limit { get; init; }
+        [JsonPropertyName("slots")] public int Slots { get; init; }
     }
 
     static readonly JsonSerializerOptions Json = new() { UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow, ReadCommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true };
@@ -92,6 +94,8 @@ sealed record PipelineConfig
             Need(Eval.Task is "math" or "gsm8k", "eval.task", "math or gsm8k");
             Need(Eval.Student == "base" || Stages.Contains(Eval.Student), "eval.student", $"'{Eval.Student}' is not one of the stages run");
             Need(Eval.N > 0, "eval.n", "must be positive");
+            Need(Eval.MaxNew > 0, "eval.max_new_tokens", "must be positive");
+            Need(Eval.Slots >= 0, "eval.slots", "must be 0 (the most that fit) or positive");
         }
         if (errors.Count > 0) throw new InvalidDataException($"{path}: invalid config\n  " + string.Join("\n  ", errors));
     }
@@ -111,7 +115,7 @@ static class PipelineVerb
                 Steps = c.Train.Steps, MicroBatch = c.Train.MicroBatch, EffectiveBatch = c.Train.EffectiveBatch, Lr = c.Train.Lr,
                 Warmup = c.Train.Warmup, Cutoff = c.Train.Cutoff, CheckpointEvery = c.Train.CheckpointEvery,
                 Rank = c.Lora.R, Alpha = c.Lora.Alpha, Dropout = c.Lora.Dropout, Targets = string.Join(",", c.Lora.Targets),
-                AugmentQuestions = c.Train.AugmentQuestions, MaxNew = c.Train.AugmentMaxNew,
+                AugmentQuestions = c.Train.AugmentQuestions, MaxNew = c.Train.AugmentMaxNew, Recompute = c.Train.Recompute,
             }, cancel);
             if (rc != ExitCodes.Ok) return rc;
         }
@@ -122,7 +126,7 @@ static class PipelineVerb
             {
                 Base = c.Base!, Adapter = e.Student == "base" ? null : Path.Combine(c.Out, e.Student, "adapter"),
                 Rank = c.Stages.Contains("rank") ? Path.Combine(c.Out, "rank", "adapter") : null,
-                Data = e.Data!, Task = e.Task, N = e.N, MaxNew = e.MaxNew, Temperature = e.Temperature, Limit = e.Limit,
+                Data = e.Data!, Task = e.Task, N = e.N, MaxNew = e.MaxNew, Temperature = e.Temperature, Limit = e.Limit, Slots = e.Slots,
                 Out = Path.Combine(c.Out, "eval"), Device = c.Device, Seed = c.Seed,
             });
         }

@@ -58,14 +58,18 @@ static class Program
         bench.Subcommands.Add(benchTrain);
         root.Subcommands.Add(bench);
 
-        var plan = new Command("plan", "Print the memory plan of a LoRA training run before anything is allocated.");
+        var plan = new Command("plan", "Print the memory plan of a training run (LoRA, NAT or NCE stage) or of sampling, before anything is allocated; exit 3 when it does not fit.");
         var planPreset = new Option<string>("--preset") { Description = "model shape: tiny, small, llama-7b", DefaultValueFactory = _ => "llama-7b" };
-        var planB = new Option<int>("--batch") { Description = "micro-batch (sequences)", DefaultValueFactory = _ => 16 };
-        var planT = new Option<int>("--seq") { Description = "tokens per sequence", DefaultValueFactory = _ => 256 };
+        var planStage = new Option<string>("--stage") { Description = "lora (neg, kd, mix, ul, nt, cl, rank), nat, nce, or sample", DefaultValueFactory = _ => "lora" };
+        var planB = new Option<int>("--batch") { Description = "training micro-batch (sequences)", DefaultValueFactory = _ => 16 };
+        var planT = new Option<int>("--seq") { Description = "training tokens per sequence; sampling positions per sequence (prompt + new tokens)", DefaultValueFactory = _ => 256 };
         var planW = new Option<string>("--weights") { Description = "frozen weight storage: bf16, f16, f32", DefaultValueFactory = _ => "bf16" };
         var planRe = new Option<bool>("--recompute") { Description = "keep one layer's activations and recompute the rest in backward" };
+        var planQ = new Option<int>("--questions") { Description = "sample: questions", DefaultValueFactory = _ => 32 };
+        var planN = new Option<int>("--n") { Description = "sample: candidates per question", DefaultValueFactory = _ => 16 };
+        var planSlots = new Option<int>("--slots") { Description = "sample: KV-cache slots (0: the most that fit, up to questions × n)" };
         var planGb = new Option<double>("--device-gb") { Description = "device memory to check the plan against (GB)", DefaultValueFactory = _ => 80 };
-        foreach (var o in new Option[] { planPreset, planB, planT, planW, planRe, planGb }) plan.Options.Add(o);
+        foreach (var o in new Option[] { planPreset, planStage, planB, planT, planW, planRe, planQ, planN, planSlots, planGb }) plan.Options.Add(o);
         plan.SetAction(r => Guarded(_ =>
         {
             var dt = r.GetValue(planW)!.ToLowerInvariant() switch
@@ -73,11 +77,28 @@ static class Program
                 "bf16" => Runtime.DType.BF16, "f16" => Runtime.DType.F16, "f32" => Runtime.DType.F32,
                 var w => throw new ArgumentException($"--weights: '{w}' is not bf16, f16 or f32"),
             };
-            var cfg = Model.LlamaConfig.Preset(r.GetValue(planPreset)!);
+            string preset = r.GetValue(planPreset)!, stage = r.GetValue(planStage)!.ToLowerInvariant();
+            var cfg = Model.LlamaConfig.Preset(preset);
+            var lora = new Model.LoraConfig();
             int b = r.GetValue(planB), t = r.GetValue(planT);
-            var p = Model.MemoryPlan.ForTraining(cfg, dt, new Model.LoraConfig(), b, t, r.GetValue(planRe));
             long device = (long)(r.GetValue(planGb) * 1e9);
-            Console.Write(p.Render($"LoRA training, {r.GetValue(planPreset)}, {dt} weights, micro-batch {b} × {t}", device));
+            if (stage == "sample")
+            {
+                int seqs = r.GetValue(planQ) * r.GetValue(planN);
+                int slots = r.GetValue(planSlots) > 0 ? r.GetValue(planSlots)
+                    : Planning.FitSlots(cfg, dt, lora, seqs, t, Pipeline.CacheShape.PrefillRows, device);
+                var shape = Pipeline.CacheShape.For(slots, t);
+                var sp = Model.MemoryPlan.ForSampling(cfg, dt, lora, shape.Slots, shape.MaxSeq, shape.Rows);
+                Console.Write(sp.Render($"sampling {r.GetValue(planQ)} questions × {r.GetValue(planN)} candidates, {preset}, {dt} weights, LoRA {string.Join("/", lora.Targets)} r {lora.Rank}, {slots} slots × {t} positions, {shape.Rows} rows per forward", device));
+                return sp.Total > device ? ExitCodes.OutOfMemory : ExitCodes.Ok;
+            }
+            var kind = stage switch
+            {
+                "lora" => Model.TrainingStage.Lora, "nat" => Model.TrainingStage.Nat, "nce" => Model.TrainingStage.Nce,
+                _ => throw new ArgumentException($"--stage: '{stage}' is not lora, nat, nce or sample"),
+            };
+            var p = Model.MemoryPlan.ForTraining(cfg, dt, lora, b, t, r.GetValue(planRe), stage: kind, nat: new Model.MemoryPlan.NatPlan(lora, lora));
+            Console.Write(p.Render($"{kind} training, {preset}, {dt} weights, LoRA {string.Join("/", lora.Targets)} r {lora.Rank}, micro-batch {b} × {t}", device));
             if (p.Total > device)
             {
                 Console.Error.WriteLine("does not fit: lower --batch or --seq, or add --recompute");
@@ -152,16 +173,17 @@ static class Program
         var tAug = new Option<int>("--augment-questions") { Description = "nce: training questions the NAT model answers for self-augmentation", DefaultValueFactory = _ => int.MaxValue };
         var tMax = new Option<int>("--max-new") { Description = "nce: token budget of a self-augmentation answer", DefaultValueFactory = _ => 256 };
         var tSeed = new Option<ulong>("--seed") { Description = "seed of initialisation, data order and dropout", DefaultValueFactory = _ => 1UL };
+        var tRe = new Option<bool>("--recompute") { Description = "keep one layer's activations and recompute the others in backward (less memory, one more forward)" };
         var tMem = new Option<double>("--memory-limit") { Description = "plan against this many GB instead of the device's memory (0: the device's)" };
         train.Arguments.Add(tStage);
-        foreach (var o in new Option[] { tBase, tData, tOut, tDev, tSteps, tMicro, tEff, tLr, tWarm, tCut, tCk, tR, tA, tD, tT, tAug, tMax, tSeed, tMem }) train.Options.Add(o);
+        foreach (var o in new Option[] { tBase, tData, tOut, tDev, tSteps, tMicro, tEff, tLr, tWarm, tCut, tCk, tR, tA, tD, tT, tAug, tMax, tSeed, tRe, tMem }) train.Options.Add(o);
         train.SetAction(r => Guarded(ct => TrainVerb.Run(new TrainOptions
         {
             Stage = r.GetValue(tStage)!, Base = r.GetValue(tBase)!, Data = r.GetValue(tData)!, Out = r.GetValue(tOut)!, Device = r.GetValue(tDev)!,
             Steps = r.GetValue(tSteps), MicroBatch = r.GetValue(tMicro), EffectiveBatch = r.GetValue(tEff), Lr = r.GetValue(tLr), Warmup = r.GetValue(tWarm),
             Cutoff = r.GetValue(tCut), CheckpointEvery = r.GetValue(tCk), Rank = r.GetValue(tR), Alpha = r.GetValue(tA), Dropout = r.GetValue(tD),
             Targets = r.GetValue(tT)!, AugmentQuestions = r.GetValue(tAug), MaxNew = r.GetValue(tMax), Seed = r.GetValue(tSeed),
-            MemoryLimitGb = r.GetValue(tMem),
+            MemoryLimitGb = r.GetValue(tMem), Recompute = r.GetValue(tRe),
         }, ct)));
         root.Subcommands.Add(train);
 

@@ -29,6 +29,7 @@ sealed record TrainOptions
     public ulong Seed { get; init; } = 1;
     /// <summary>Plan against this many GB instead of the device's memory; 0: the device's.</summary>
     public double MemoryLimitGb { get; init; }
+    public bool Recompute { get; init; }
 }
 
 /// <summary>
@@ -57,10 +58,16 @@ static class TrainVerb
             Rank = o.Rank, Alpha = o.Alpha, Dropout = o.Dropout,
             Targets = o.Targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(LoraConfig.ParseTarget).ToArray(),
         };
-        Planning.Check(ops, MemoryPlan.ForTraining(cfg, weights, lora, o.MicroBatch, o.Cutoff),
-            $"{stage}: LoRA training, {weights} weights, micro-batch {o.MicroBatch} × {o.Cutoff} tokens"
-            + (stage is "nat" or "nce" ? " (the LoRA part; NAT's integration units and NCE's teacher states come on top)" : ""),
-            "--micro-batch (raise --effective-batch's accumulation instead) or --cutoff",
+        var (kind, nat) = stage switch
+        {
+            "nat" => (TrainingStage.Nat, new MemoryPlan.NatPlan(NegConfig(o.Out), lora)),
+            "nce" => (TrainingStage.Nce, new MemoryPlan.NatPlan(NegConfig(o.Out), lora)),
+            _ => (TrainingStage.Lora, (MemoryPlan.NatPlan?)null),
+        };
+        Planning.Check(ops, MemoryPlan.ForTraining(cfg, weights, lora, o.MicroBatch, o.Cutoff, o.Recompute, stage: kind, nat: nat),
+            $"{stage}: {(kind == TrainingStage.Lora ? "LoRA" : kind)} training, {weights} weights, micro-batch {o.MicroBatch} × {o.Cutoff} tokens{(o.Recompute ? ", recomputing activations" : "")}"
+            + (stage == "nce" ? " (self-augmentation's sampling runs before, with less)" : ""),
+            "--micro-batch (gradient accumulation keeps --effective-batch) or --cutoff" + (o.Recompute ? "" : ", or add --recompute"),
             o.MemoryLimitGb > 0 ? (long)(o.MemoryLimitGb * 1e9) : null);
         var ctx = new StageContext
         {
@@ -71,7 +78,7 @@ static class TrainVerb
                 Steps = o.Steps, MicroBatch = o.MicroBatch, EffectiveBatch = o.EffectiveBatch, LearningRate = o.Lr,
                 WarmupSteps = Math.Min(o.Warmup, o.Steps), CheckpointEvery = o.CheckpointEvery, Seed = o.Seed,
             },
-            Lora = lora, Weights = weights,
+            Lora = lora, Weights = weights, Recompute = o.Recompute,
             Positives = split.Positives, Negatives = split.Negatives,
         };
         ctx.Train.Validate();
@@ -103,6 +110,15 @@ static class TrainVerb
         foreach (var l in ctx.Log) Console.WriteLine(l);
         Console.WriteLine($"{stage}: adapter in {ctx.AdapterDir(stage)}; metrics in {Path.Combine(ctx.Dir(stage), Trainer.MetricsFile)}");
         return ExitCodes.Ok;
+    }
+
+    /// <summary>LoRA_neg's settings from OUT/neg/adapter (NAT and NCE need it to plan).</summary>
+    static LoraConfig NegConfig(string outDir)
+    {
+        string dir = Path.Combine(outDir, "neg", "adapter");
+        if (!File.Exists(Path.Combine(dir, Checkpoints.AdapterCheckpoint.ConfigFileName)))
+            throw new ArgumentException($"stage 'neg' has no adapter in {dir}: run `negdistill train neg` with the same --out first");
+        return ModelIO.ReadLoraSettings(dir);
     }
 
     static void Require(StageContext ctx, string stage)

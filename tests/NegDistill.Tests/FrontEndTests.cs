@@ -169,3 +169,54 @@ public class FrontEndTests
         lock (log) return (killed ? -1 : p.ExitCode, killed, log.ToString());
     }
 }
+
+/// <summary>The training plans of the real stages (neg, NAT, NCE as `train` runs them) equal the most
+/// bytes the CPU backend held at once during their first steps.</summary>
+[TestFixture]
+public class StagePlanTests
+{
+    [Test]
+    public void NegNatNcePlans_EqualThePeakTheStagesAllocate()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "nd-plan-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        var cfg = LlamaConfig.Tiny with { Vocab = 259, MaxSeq = 192 };
+        string baseDir = Path.Combine(dir, "base");
+        using (var m = new LlamaModel(new CpuBackend(), cfg, DType.BF16, seed: 1)) ModelIO.SaveBase(m, baseDir);
+        string teacher = Path.Combine(dir, "teacher.jsonl");
+        ArithmeticWorld.WriteTeacherJsonl(teacher, seed: 3, from: 0, count: 8);
+        var split = new Data.DatasetSplitter().SplitPath(teacher);
+        var tok = new Data.ByteTokenizer();
+        const int micro = 2, cutoff = 64;
+        var neg = new LoraConfig { Rank = 4, Alpha = 8, Dropout = 0.1f, Targets = [Proj.q_proj, Proj.v_proj] };
+        var pos = neg with { Rank = 8, Targets = [Proj.q_proj, Proj.v_proj] };
+        StageContext Ctx(IBackend ops, LoraConfig lora) => new()
+        {
+            Ops = ops, Config = cfg, BaseDir = baseDir, OutDir = Path.Combine(dir, "out"), Tokenizer = tok, Weights = DType.BF16,
+            Batcher = new Data.Batcher(tok, new Data.BatchingOptions { CutoffLength = cutoff, BatchSize = micro, Seed = 1, GroupByLength = false }),
+            Train = new Train.TrainConfig { Steps = 1, MicroBatch = micro, EffectiveBatch = micro, LearningRate = 1e-3f, WarmupSteps = 0, CheckpointEvery = 1, Seed = 1 },
+            Lora = lora, Positives = split.Positives, Negatives = split.Negatives,
+        };
+        // Every batch is padded to the cut-off here (all rationales are longer), so B × T = micro × cutoff.
+        Assert.That(split.Positives.Concat(split.Negatives).All(p => tok.Encode(p.Question + "\n" + p.Rationale, true, true).Length >= cutoff), Is.True);
+
+        var ops = new CpuBackend();
+        Stages.LoraCe(Ctx(ops, neg), "neg", split.Negatives);
+        var plan = MemoryPlan.ForTraining(cfg, DType.BF16, neg, micro, cutoff);
+        Assert.That(plan.Total, Is.EqualTo(ops.PeakBytes), plan.Render("neg"));
+        Assert.That(ops.LiveBytes, Is.Zero, "the stage frees everything it allocated");
+
+        ops = new CpuBackend();
+        Stages.Nat(Ctx(ops, pos));
+        plan = MemoryPlan.ForTraining(cfg, DType.BF16, pos, micro, cutoff, stage: TrainingStage.Nat, nat: new MemoryPlan.NatPlan(neg, pos));
+        Assert.That(plan.Total, Is.EqualTo(ops.PeakBytes), plan.Render("nat"));
+        Assert.That(ops.LiveBytes, Is.Zero);
+
+        ops = new CpuBackend();
+        var natCtx = Ctx(ops, pos);
+        Stages.Nce(natCtx, split.Positives);
+        plan = MemoryPlan.ForTraining(cfg, DType.BF16, pos, micro, cutoff, stage: TrainingStage.Nce, nat: new MemoryPlan.NatPlan(neg, pos));
+        Assert.That(plan.Total, Is.EqualTo(ops.PeakBytes), plan.Render("nce"));
+        Assert.That(ops.LiveBytes, Is.Zero);
+    }
+}

@@ -19,6 +19,8 @@ sealed class StageContext
     public required LoraConfig Lora { get; init; }
     /// <summary>Precision of the frozen base weights: the checkpoint's own (<see cref="ModelIO.StorageDType"/>).</summary>
     public DType Weights { get; init; } = DType.F32;
+    /// <summary>Keep one layer's activations and recompute the others in backward (<see cref="LlamaModel.Recompute"/>).</summary>
+    public bool Recompute { get; init; }
     public required IReadOnlyList<Pair> Positives { get; set; }
     public required IReadOnlyList<Pair> Negatives { get; set; }
     public CancellationToken Cancel { get; init; }
@@ -41,7 +43,7 @@ static class Stages
     /// <summary>The frozen base with no adapters.</summary>
     public static LlamaModel LoadBase(StageContext ctx)
     {
-        var m = new LlamaModel(ctx.Ops, ctx.Config, ctx.Weights, trainBase: false, seed: ctx.Train.Seed);
+        var m = new LlamaModel(ctx.Ops, ctx.Config, ctx.Weights, trainBase: false, seed: ctx.Train.Seed) { Recompute = ctx.Recompute };
         ModelIO.LoadBase(m, ctx.BaseDir);
         return m;
     }
@@ -101,11 +103,12 @@ static class Stages
         ModelIO.SaveLora(m, ctx.AdapterDir(stage), ctx.Lora, baseModel: ctx.BaseDir);
     }
 
-    /// <summary>The trained NAT model (base + LoRA_neg + LoRA_pos + integration units).</summary>
+    /// <summary>The trained NAT model (base + LoRA_neg + LoRA_pos + integration units), frozen: it is a
+    /// teacher (NCE) or a sampler (self-augmentation), never trained further.</summary>
     public static LlamaModel LoadNat(StageContext ctx)
     {
         var m = LoadBase(ctx);
-        NatAdapter.AttachFromPeft(m, ctx.AdapterDir("neg"), ctx.Lora, seed: ctx.Train.Seed + 17);
+        NatAdapter.AttachFromPeft(m, ctx.AdapterDir("neg"), ctx.Lora, seed: ctx.Train.Seed + 17, trainable: false);
         NatAdapter.LoadTrained(m, ctx.AdapterDir("nat"));
         return m;
     }

@@ -3,6 +3,9 @@ using NegDistill.Runtime;
 
 namespace NegDistill.Model;
 
+/// <summary>Which training run a plan is for.</summary>
+public enum TrainingStage { Lora, Nat, Nce }
+
 /// <summary>
 /// What a LoRA (or full) training run allocates, computed from the configuration before anything is
 /// allocated, line by line as <see cref="LlamaModel"/>, <see cref="Param"/> and <see cref="LoraAdapter"/>
@@ -12,13 +15,47 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
 {
     public long Total => Items.Sum(i => i.Bytes);
 
+    /// <param name="lora">the trained LoRA (for <see cref="TrainingStage.Nat"/>: LoRA_pos, whose targets NAT wraps)</param>
+    /// <param name="stage">plain LoRA / full training, NAT (step 1.2) or NCE (step 2: a NAT teacher on the same model)</param>
+    /// <param name="nat">LoRA_neg's settings and the unit width, for the NAT and NCE stages</param>
     public static MemoryPlan ForTraining(LlamaConfig c, DType weights, LoraConfig? lora, int microBatch, int seqLen,
-        bool recompute = false, bool trainBase = false, long logitsBudget = 1 << 22)
+        bool recompute = false, bool trainBase = false, long logitsBudget = 1 << 22,
+        TrainingStage stage = TrainingStage.Lora, NatPlan? nat = null)
     {
         long C = c.Dim, F = c.FfnDim, V = c.Vocab, L = c.Layers, H = c.Heads;
         long n = (long)microBatch * seqLen, att = (long)microBatch * H * seqLen * seqLen;
         var items = WeightItems(c, weights, paramCopies: trainBase ? 4 : 1);   // weight (+ grad, adam m, adam v)
-        if (lora != null)
+        long chunkRows = Math.Max(1, Math.Min(n, logitsBudget / V));
+        if (stage != TrainingStage.Lora)
+        {
+            if (nat == null) throw new ArgumentException($"a {stage} plan needs LoRA_neg's settings (nat)");
+            var natTargets = stage == TrainingStage.Nat ? lora!.Targets : nat.Pos.Targets;
+            var pos = stage == TrainingStage.Nat ? lora! : nat.Pos;
+            bool teacher = stage == TrainingStage.Nce;            // forward only, dropout off
+            long unitParams = 0, loraParams = 0, negParams = 0, unitRows = 0, loraRows = 0;
+            long d = nat.UnitDim, rp = pos.Rank, rn = nat.Neg.Rank;
+            foreach (var t in natTargets.Distinct())
+            {
+                var (i, o) = LlamaModel.ProjShape(c, t);
+                unitParams += L * (d * i + 2 * d * o + o * d);                        // Q, K, U1, U2
+                loraParams += L * (rp * i + o * rp);
+                negParams += L * (rn * i + o * rn);
+                unitRows += teacher
+                    ? L * (2 * n * o + 6 * n * d + n)                                  // h (2N,out); q, k, u, mix; a_neg
+                    : L * (4 * n * o + 12 * n * d + n);                                // + dh (2N,out); dmix, dq, dk, du
+                loraRows += teacher
+                    ? L * n * (rp + rn)                                                // xa of LoRA_pos and LoRA_neg
+                    : L * n * ((pos.Dropout > 0 ? 2 : 1) * i + 2 * rp + i + 2 * rn); // LoRA_pos: drop(x)?, dxd, xa, dxa; LoRA_neg: dxd, xa, dxa
+            }
+            items.Add(teacher
+                ? ("NAT teacher: units Q K U1 U2 + LoRA_pos (F32, frozen)", (unitParams + loraParams) * 4)
+                : ("NAT units Q K U1 U2 + LoRA_pos, with grads + moments (F32)", (unitParams + loraParams) * 4 * 4));
+            items.Add(("LoRA_neg weights (F32, frozen)", negParams * 4));
+            items.Add(($"NAT row buffers ({(teacher ? "teacher forward" : "forward + backward")})", (unitRows + loraRows) * 4));
+            if (teacher)
+                items.Add(("NCE teacher hidden states (NAT, neg) + logits chunks + per-row terms", (2 * n * C + 2 * chunkRows * V + 4 * n) * 4));
+        }
+        if (lora != null && stage != TrainingStage.Nat)
         {
             long adapterParams = 0, adapterActs = 0;
             foreach (var t in lora.Targets)
@@ -33,12 +70,15 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
         long perLayer = 7 * n * C + 2 * n + att + 3 * n * F;     // xn1 q k v ao x2 xn2, rstd×2, att, g u h
         items.Add(("residual stream (L+1 layers)", (L + 1) * n * C * 4));
         items.Add(($"layer activations ({(recompute ? "1 layer, recomputed" : $"{L} layers")})", (recompute ? 1 : L) * perLayer * 4));
-        long chunkRows = Math.Max(1, Math.Min(n, logitsBudget / V));
         items.Add(("backward scratch", (7 * n * C + att + 3 * n * F + 2 * n * C + n + n + C) * 4));
         items.Add(($"logits chunk ({chunkRows} rows × V)", chunkRows * V * 4));
         items.Add(("token ids, positions, mask, targets", 4 * n * 4));
         return new MemoryPlan(items);
     }
+
+    /// <summary>LoRA_neg's settings and NAT's unit width (plans of the NAT and NCE stages). For NCE,
+    /// <see cref="Pos"/> is the NAT model's LoRA_pos; for NAT it is the plan's trained LoRA.</summary>
+    public sealed record NatPlan(LoraConfig Neg, LoraConfig Pos, int UnitDim = Ops.Integration.UnitDim);
 
     /// <summary>
     /// What batched sampling allocates (<see cref="Infer.Sampler"/>: the model, frozen LoRA adapters, a
@@ -82,11 +122,15 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
     public string Render(string title, long deviceBytes = 0)
     {
         var sb = new StringBuilder($"memory plan: {title}\n");
-        foreach (var (item, b) in Items) sb.AppendLine($"  {item,-52} {Gib(b),9}");
-        sb.AppendLine($"  {"total",-52} {Gib(Total),9}");
-        if (deviceBytes > 0) sb.AppendLine($"  {"device memory",-52} {Gib(deviceBytes),9}  → {(Total <= deviceBytes ? "fits" : "does NOT fit")}");
+        int w = Math.Max(52, Items.Max(i => i.Item.Length));
+        foreach (var (item, b) in Items) sb.AppendLine($"  {item.PadRight(w)} {Size(b),11}");
+        sb.AppendLine($"  {"total".PadRight(w)} {Size(Total),11}");
+        if (deviceBytes > 0) sb.AppendLine($"  {"device memory".PadRight(w)} {Size(deviceBytes),11}  → {(Total <= deviceBytes ? "fits" : "does NOT fit")}");
         return sb.ToString();
     }
 
     public static string Gib(long b) => $"{b / (double)(1L << 30):F2} GiB";
+
+    /// <summary>GiB from 1 GiB up, MiB below (tiny models' plans stay readable).</summary>
+    public static string Size(long b) => b >= 1L << 30 ? Gib(b) : $"{b / (double)(1L << 20):F2} MiB";
 }

@@ -127,17 +127,22 @@ public static class ModelIO
 
     public static ModelDims Dims(LlamaConfig c) => new(c.Layers, c.Dim, c.FfnDim, c.Heads, c.Heads);
 
+    /// <summary>The LoRA settings of a PEFT adapter_config.json.</summary>
+    public static LoraConfig LoraSettings(AdapterConfig ac) => new()
+    {
+        Rank = ac.R, Alpha = (float)ac.LoraAlpha, Dropout = (float)ac.LoraDropout,
+        Targets = ac.TargetModules.Select(LoraConfig.ParseTarget).ToArray(),
+    };
+
+    /// <summary>The LoRA settings of the PEFT folder <paramref name="dir"/>, read before anything is loaded.</summary>
+    public static LoraConfig ReadLoraSettings(string dir) => LoraSettings(AdapterConfig.Load(Path.Combine(dir, AdapterCheckpoint.ConfigFileName)));
+
     /// <summary>Adds LoRA adapters from a PEFT folder to the model (frozen unless trainable) and returns
     /// its settings. Other tensors in the file (e.g. an integration unit) are returned for the caller.</summary>
     public static (LoraConfig Config, IReadOnlyList<StoredTensor> Extra) LoadLora(LlamaModel model, string dir, bool trainable = false, ulong seed = 1)
     {
         var loaded = AdapterCheckpoint.Load(dir, Dims(model.Config));
-        var ac = loaded.Config;
-        var cfg = new LoraConfig
-        {
-            Rank = ac.R, Alpha = (float)ac.LoraAlpha, Dropout = (float)ac.LoraDropout,
-            Targets = ac.TargetModules.Select(LoraConfig.ParseTarget).ToArray(),
-        };
+        var cfg = LoraSettings(loaded.Config);
         var adapters = model.AddLora(cfg, seed, trainable);
         var used = new HashSet<string>();
         foreach (var a in adapters)

@@ -64,14 +64,16 @@ public sealed class NatAdapter : IProjectionAdapter
     readonly int _in, _out, _d;
     readonly float _beta, _invTemp;
     Tensor? _h, _q, _k, _u, _mix, _aNeg, _dmix, _dq, _dk, _du, _dh;
-    int _cap, _lastRows;
+    int _capF, _capB, _lastRows;
 
     /// <param name="prefix">PEFT module prefix, e.g. base_model.model.model.layers.3.self_attn.q_proj</param>
     /// <param name="baseWeight">The model's frozen (or trainable) W of this projection, shape (out, in).</param>
     /// <param name="negConfig">LoRA_neg's rank and alpha (its dropout is ignored: LoRA_neg runs without).
     /// Its weights start random; copy the trained ones into <see cref="Neg"/>.</param>
     /// <param name="posConfig">LoRA_pos's rank, alpha and dropout.</param>
-    public NatAdapter(IBackend ops, string prefix, Param baseWeight, LoraConfig negConfig, LoraConfig posConfig, ulong seed, ulong id, NatOptions? options = null)
+    /// <param name="trainable">false builds a frozen teacher: no gradients or optimiser moments, forward only.</param>
+    public NatAdapter(IBackend ops, string prefix, Param baseWeight, LoraConfig negConfig, LoraConfig posConfig, ulong seed, ulong id, NatOptions? options = null,
+        bool trainable = true)
     {
         var opt = options ?? new NatOptions();
         opt.Validate();
@@ -80,13 +82,13 @@ public sealed class NatAdapter : IProjectionAdapter
         (_beta, _invTemp) = (opt.Beta, 1f / opt.Temperature);
         Options = opt;
         Prefix = prefix;
-        Pos = new LoraAdapter(ops, prefix, _in, _out, posConfig, seed, id, trainable: true);
+        Pos = new LoraAdapter(ops, prefix, _in, _out, posConfig, seed, id, trainable);
         Neg = new LoraAdapter(ops, prefix, _in, _out, negConfig with { Dropout = 0f }, seed, id ^ 0x4E4547UL, trainable: false);
         string u = prefix + ".integration.";
-        Q = new Param(ops, u + "Q.weight", DType.F32, true, _d, _in);
-        K = new Param(ops, u + "K.weight", DType.F32, true, _d, _out);
-        U1 = new Param(ops, u + "U1.weight", DType.F32, true, _d, _out);
-        U2 = new Param(ops, u + "U2.weight", DType.F32, true, _out, _d);                  // zero: y = Wx at the start
+        Q = new Param(ops, u + "Q.weight", DType.F32, trainable, _d, _in);
+        K = new Param(ops, u + "K.weight", DType.F32, trainable, _d, _out);
+        U1 = new Param(ops, u + "U1.weight", DType.F32, trainable, _d, _out);
+        U2 = new Param(ops, u + "U2.weight", DType.F32, trainable, _out, _d);                  // zero: y = Wx at the start
         ops.Upload(Q.W, Init.KaimingUniform(Q.Length, _in, CounterRng.Derive(seed, id, 0x5151)));
         ops.Upload(K.W, Init.KaimingUniform(K.Length, _out, CounterRng.Derive(seed, id, 0x4B4B)));
         ops.Upload(U1.W, Init.KaimingUniform(U1.Length, _out, CounterRng.Derive(seed, id, 0x5531)));
@@ -110,10 +112,12 @@ public sealed class NatAdapter : IProjectionAdapter
     /// <summary>The integration unit alone: Q, K, U1, U2.</summary>
     public IEnumerable<Param> UnitParameters => [Q, K, U1, U2];
 
-    void Ensure(int n)
+    // Row buffers for up to _capF (forward) and _capB (backward) rows: a teacher that only runs forward
+    // (NCE) never allocates the backward half.
+    void EnsureForward(int n)
     {
-        if (n <= _cap) return;
-        FreeBuffers();
+        if (n <= _capF) return;
+        foreach (var t in new[] { _h, _q, _k, _u, _mix, _aNeg }) t?.Dispose();
         var o = _ops;
         string p = Prefix + ".nat.";
         _h = o.Alloc(p + "h", DType.F32, 2 * n, _out);
@@ -122,20 +126,29 @@ public sealed class NatAdapter : IProjectionAdapter
         _u = o.Alloc(p + "u", DType.F32, 2 * n, _d);
         _mix = o.Alloc(p + "mix", DType.F32, n, _d);
         _aNeg = o.Alloc(p + "a_neg", DType.F32, n);
+        _capF = n;
+        _lastRows = 0;
+    }
+
+    void EnsureBackward(int n)
+    {
+        if (n <= _capB) return;
+        foreach (var t in new[] { _dmix, _dq, _dk, _du, _dh }) t?.Dispose();
+        var o = _ops;
+        string p = Prefix + ".nat.";
         _dmix = o.Alloc(p + "dmix", DType.F32, n, _d);
         _dq = o.Alloc(p + "dq", DType.F32, n, _d);
         _dk = o.Alloc(p + "dk", DType.F32, 2 * n, _d);
         _du = o.Alloc(p + "du", DType.F32, 2 * n, _d);
         _dh = o.Alloc(p + "dh", DType.F32, 2 * n, _out);
-        _cap = n;
-        _lastRows = 0;
+        _capB = n;
     }
 
     void FreeBuffers()
     {
         foreach (var t in new[] { _h, _q, _k, _u, _mix, _aNeg, _dmix, _dq, _dk, _du, _dh }) t?.Dispose();
         _h = _q = _k = _u = _mix = _aNeg = _dmix = _dq = _dk = _du = _dh = null;
-        _cap = 0;
+        _capF = _capB = 0;
     }
 
     /// <summary>Rows [0,n) of a stacked (2·cap, w) buffer as the pos half, [n,2n) as the neg half.</summary>
@@ -147,7 +160,7 @@ public sealed class NatAdapter : IProjectionAdapter
     {
         Pos.Reserve(rows, training);
         Neg.Reserve(rows, training);
-        if (Mode == NatMode.Integrated) Ensure(rows);
+        if (Mode == NatMode.Integrated) { EnsureForward(rows); if (training) EnsureBackward(rows); }
     }
 
     public void Forward(PassContext ctx, Tensor x, Tensor y, int n)
@@ -157,7 +170,7 @@ public sealed class NatAdapter : IProjectionAdapter
             case NatMode.NegOnly: _lastRows = 0; Neg.Forward(ctx, x, y, n); return;
             case NatMode.PosOnly: _lastRows = 0; Pos.Forward(ctx, x, y, n); return;
         }
-        Ensure(n);
+        EnsureForward(n);
         var o = _ops;
         var (hPos, hNeg, h) = Halves(_h!, n, _out);
         var (kPos, kNeg, k) = Halves(_k!, n, _d);
@@ -183,6 +196,8 @@ public sealed class NatAdapter : IProjectionAdapter
             case NatMode.PosOnly: Pos.Backward(ctx, x, dy, dx, n); return;
         }
         if (_lastRows != n) throw new InvalidOperationException($"{Prefix}: backward over {n} rows without an integrated forward over them");
+        if (!Q.Trainable) throw new InvalidOperationException($"{Prefix}: this NAT adapter was built frozen (a teacher); it has no backward");
+        EnsureBackward(n);
         var o = _ops;
         var (_, _, h) = Halves(_h!, n, _out);
         var (dhPos, dhNeg, dh) = Halves(_dh!, n, _out);
@@ -256,7 +271,7 @@ public sealed class NatAdapter : IProjectionAdapter
     /// are created. Every target must have a LoRA of rank negConfig.Rank, and the model may have no
     /// adapter elsewhere; nothing changes if a check fails.
     /// </summary>
-    public static IReadOnlyList<NatAdapter> Attach(LlamaModel model, LoraConfig negConfig, LoraConfig posConfig, ulong seed, NatOptions? options = null)
+    public static IReadOnlyList<NatAdapter> Attach(LlamaModel model, LoraConfig negConfig, LoraConfig posConfig, ulong seed, NatOptions? options = null, bool trainable = true)
     {
         var targets = posConfig.Targets.Distinct().ToArray();
         foreach (var ((l, p), a) in model.Adapters)
@@ -277,7 +292,7 @@ public sealed class NatAdapter : IProjectionAdapter
             foreach (var p in targets)
             {
                 var neg = (LoraAdapter)model.Adapters[(l, p)];
-                var nat = new NatAdapter(model.Ops, LlamaModel.ModulePrefix(l, p), model.Layers[l].Get(p), negConfig, posConfig, seed, (ulong)(l * 8 + (int)p), options);
+                var nat = new NatAdapter(model.Ops, LlamaModel.ModulePrefix(l, p), model.Layers[l].Get(p), negConfig, posConfig, seed, (ulong)(l * 8 + (int)p), options, trainable);
                 model.Ops.Copy(nat.Neg.A.W, neg.A.W);
                 model.Ops.Copy(nat.Neg.B.W, neg.B.W);
                 model.Adapters[(l, p)] = nat;
@@ -289,7 +304,8 @@ public sealed class NatAdapter : IProjectionAdapter
 
     /// <summary>Loads LoRA_neg from the negative stage's PEFT folder into a model without adapters and
     /// attaches NAT on top of it (<see cref="Attach"/>). Returns LoRA_neg's settings and the adapters.</summary>
-    public static (LoraConfig NegConfig, IReadOnlyList<NatAdapter> Adapters) AttachFromPeft(LlamaModel model, string negDir, LoraConfig posConfig, ulong seed, NatOptions? options = null)
+    public static (LoraConfig NegConfig, IReadOnlyList<NatAdapter> Adapters) AttachFromPeft(LlamaModel model, string negDir, LoraConfig posConfig, ulong seed, NatOptions? options = null,
+        bool trainable = true)
     {
         if (model.Adapters.Count > 0) throw new ArgumentException("the model already has adapters; NAT loads LoRA_neg into a bare model");
         var (negCfg, extra) = ModelIO.LoadLora(model, negDir, trainable: false);
@@ -299,7 +315,7 @@ public sealed class NatAdapter : IProjectionAdapter
             throw new CheckpointFormatException(CheckpointErrorKind.AdapterMismatch, Path.Combine(negDir, AdapterCheckpoint.WeightsFileName), extra[0].Name,
                 "a negative LoRA folder should hold LoRA factors only (is this a NAT folder?)");
         }
-        return (negCfg, Attach(model, negCfg, posConfig, seed, options));
+        return (negCfg, Attach(model, negCfg, posConfig, seed, options, trainable));
     }
 
     /// <summary>Loads a trained NAT (LoRA_pos and the integration units, as written by
