@@ -232,13 +232,13 @@ public sealed class IlgpuBackend : IBackend
     public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => _swiglu.Backward(F(dgate), F(dup), F(dh), F(gate), F(up), n);
     public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => _drop.Forward(F(y), F(x), p, seed, n);
     public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n);
-    public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, float weight, bool computeGrad)
-        => _ce.Fused(F(logits), F(losses), I(targets), n, v, weight, computeGrad);
+    public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, double weight, bool computeGrad)
+        => _ce.Fused(F(logits), F(losses), I(targets), n, v, (float)weight, computeGrad);
     public void NceKl(Tensor zNat, Tensor zNeg, Tensor kl, int n, int v, float temperature)
         => _nce.Kl(F(zNat), F(zNeg), F(kl), n, v, temperature);
     public void NceDistillFused(Tensor zs, Tensor zNat, Tensor targets, Tensor rowWeight, Tensor lossCe, Tensor lossKd, int n, int v,
-        float temperature, float a, float ceScale, float kdScale, bool computeGrad)
-        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, ceScale, kdScale, computeGrad);
+        float temperature, float a, double ceScale, double kdScale, bool computeGrad)
+        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad);
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
         => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
     public void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp)

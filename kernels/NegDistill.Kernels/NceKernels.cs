@@ -73,7 +73,8 @@ public static class NceKernels
     }
 
     /// <summary>Grid: rows groups. zs (rows,V) in: logits, out: dL/dz_s when d.Grad; zNat (rows,V);
-    /// targets (rows), −1 outside the mask; rowWeight (rows); lossCe, lossKd (rows) out.</summary>
+    /// targets (rows), −1 where a row has no next token; rowWeight (rows), 0 outside the attention mask;
+    /// lossCe, lossKd (rows) out.</summary>
     public static void DistillKernel(ArrayView<float> zs, ArrayView<float> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,
         ArrayView<float> lossCe, ArrayView<float> lossKd, DistillArgs d)
     {
@@ -81,14 +82,15 @@ public static class NceKernels
         int v = d.V;
         long row = Grid.IdxX, o = row * v;
         int y = targets[row];
-        if (y < 0)
+        float w = rowWeight[row];                 // 0 outside the attention mask
+        if (y < 0 && w == 0f)
         {
             if (Group.IdxX == 0) { lossCe[row] = 0f; lossKd[row] = 0f; }
             if (d.Grad != 0)
                 for (int j = Group.IdxX; j < v; j += Group.DimX) zs[o + j] = 0f;
             return;
         }
-        float zy = zs[o + y];                     // read before any thread overwrites the row
+        float zy = y >= 0 ? zs[o + y] : 0f;       // read before any thread overwrites the row
         float invTau = d.InvTau;
         bool unit = d.Unit != 0;
 
@@ -121,8 +123,7 @@ public static class NceKernels
 
         // pass 2: cross term Σ p_nat·(z_s − max)/τ, and the gradient over z_s
         float inv1 = 1f / sum1, invT = 1f / sumT, invN = 1f / sumN;
-        float w = rowWeight[row];
-        float c1 = d.CeCoef, c2 = d.KdCoef * w;
+        float c1 = y >= 0 ? d.CeCoef : 0f, c2 = d.KdCoef * w;     // no target (a sequence's last token): KD only
         float cross = 0f;
         for (int j = Group.IdxX; j < v; j += Group.DimX)
         {
@@ -141,7 +142,7 @@ public static class NceKernels
         cross = GroupReduce.Sum(cross, sh);
         if (Group.IdxX == 0)
         {
-            lossCe[row] = maxS + MathF.Log(sum1) - zy;
+            lossCe[row] = y >= 0 ? maxS + MathF.Log(sum1) - zy : 0f;
             lossKd[row] = -d.Tau * d.Tau * w * (cross - MathF.Log(sumT));
         }
     }

@@ -64,17 +64,18 @@ public class NceTests
         double loss = 0;
         for (int i = 0; i < n; i++)
         {
-            w[i] = 0.5 + beta[i / t];
-            if (y[i] < 0) continue;
+            w[i] = mask[i] * (0.5 + beta[i / t]);                     // KD over the attention mask
+            if (mask[i] == 0) continue;
             var row = zs.AsSpan(i * v, v);
             var p = Softmax(row, 1); var q = Softmax(row, tau); var logQ = LogSoftmax(row, tau);
             var pNat = Softmax(zNat.AsSpan(i * v, v), tau);
-            ce[i] = -LogSoftmax(row, 1)[y[i]];
+            bool hasTarget = y[i] >= 0;                                // CE over the rows with a target
+            ce[i] = hasTarget ? -LogSoftmax(row, 1)[y[i]] : 0;
             double cross = 0;
             for (int k = 0; k < v; k++) cross += pNat[k] * logQ[k];
             kd[i] = -tau * tau * cross * w[i];
             for (int k = 0; k < v; k++)
-                grad[i * v + k] = (1 - a) * ceScale * (p[k] - (k == y[i] ? 1 : 0)) + a * kdScale * tau * w[i] * (q[k] - pNat[k]);
+                grad[i * v + k] = (hasTarget ? (1 - a) * ceScale * (p[k] - (k == y[i] ? 1 : 0)) : 0) + a * kdScale * tau * w[i] * (q[k] - pNat[k]);
             loss += (1 - a) * ceScale * ce[i] + a * kdScale * kd[i];
         }
         return new Ref(kl, beta, w, ce, kd, grad, loss);
@@ -90,11 +91,12 @@ public class NceTests
     public void DistillFused_GradientMatchesFiniteDifferences([Values(1f, 2f)] float tau, [Values(0f, 0.5f, 1f)] float a)
     {
         const double h = 1e-6;
-        int n = 4, v = 7;
+        int n = 5, v = 7;
         var z = TestUtil.RandD(n * v, 21, 3);
         var zNat = TestUtil.RandD(n * v, 22, 3);
         var w = TestUtil.RandD(n, 23, 0.4).Select(x => 1 + x).ToArray();     // row weights 0.5 + β in [0.6, 1.4]
-        int[] y = [3, -1, 0, 6];
+        int[] y = [3, -1, 0, 6, -1];
+        w[1] = 0;                // row 1: padding (outside the attention mask); row 4: a last real token, KD only
         const float ceScale = 0.25f, kdScale = 0.3f;
         double Loss(double[] zz)
         {
@@ -114,9 +116,12 @@ public class NceTests
             fd[i] = (lp - lm) / (2 * h);
         }
         TestUtil.Close(fd, g, 1e-7, 1e-6, "dz_s");
-        Assert.That(lce[1], Is.EqualTo(0.0), "ignored row: no CE");
-        Assert.That(lkd[1], Is.EqualTo(0.0), "ignored row: no KD");
-        Assert.That(g.AsSpan(v, v).ToArray(), Is.All.EqualTo(0.0), "ignored row: no gradient");
+        Assert.That(lce[1], Is.EqualTo(0.0), "padding: no CE");
+        Assert.That(lkd[1], Is.EqualTo(0.0), "padding: no KD");
+        Assert.That(g.AsSpan(v, v).ToArray(), Is.All.EqualTo(0.0), "padding: no gradient");
+        Assert.That(lce[4], Is.EqualTo(0.0), "no target: no CE");
+        if (a > 0) Assert.That(g.AsSpan(4 * v, v).ToArray().Max(Math.Abs), Is.GreaterThan(1e-3), "no target, in the mask: a KD gradient");
+        Assert.That(Math.Abs(lkd[4]), Is.GreaterThan(1e-3), "no target, in the mask: a KD term");
         Assert.That(g.Max(x => Math.Abs(x)), Is.GreaterThan(1e-3), "the gradient is not trivially zero");
         // each row's gradient sums to 0 (both p − onehot and q − p_nat do)
         for (int i = 0; i < n; i++) Assert.That(g.AsSpan(i * v, v).ToArray().Sum(), Is.EqualTo(0.0).Within(1e-12), $"row {i}");
@@ -133,7 +138,7 @@ public class NceTests
         var zs = TestUtil.RandD(n * v, 31, 3); var zNat = TestUtil.RandD(n * v, 32, 3); var zNeg = TestUtil.RandD(n * v, 33, 3);
         float[] mask = [1, 1, 1, 1, 1, 0];
         int[] y = [4, 0, 10, 7, -1, -1];
-        const float a = 0.5f, ceScale = 1f / 4, kdScale = 1f / 4;
+        const float a = 0.5f, ceScale = 1f / 4, kdScale = 1f / 5;     // 4 targets; 5 real tokens (row 4 has KD only)
         var r = Reference(zs, zNat, zNeg, y, mask, b, t, v, tau, a, ceScale, kdScale);
 
         var ops = new CpuBackend<double>();
@@ -144,8 +149,8 @@ public class NceTests
         TestUtil.Close(r.Kl, kl, 1e-12, 1e-10, "KL");
         var beta = Nce.SequenceBeta<double>(kl, mask, b, t);
         TestUtil.Close(r.Beta, beta, 1e-12, 1e-10, "β");
-        var rw = Nce.RowWeights(beta, t);
-        for (int i = 0; i < n; i++) Assert.That(rw[i], Is.EqualTo((float)(0.5 + beta[i / t])), $"row weight {i}");
+        var rw = Nce.RowWeights(beta, t, mask);
+        for (int i = 0; i < n; i++) Assert.That(rw[i], Is.EqualTo(mask[i] * (float)(0.5 + beta[i / t])), $"row weight {i}");
 
         var tZs = T(zs, n, v); var tW = T(r.W, n); var tY = ops.Alloc("y", DType.I32, n); ops.Upload(tY, y);
         var tCe = ops.Alloc("ce", DType.F32, n); var tKd = ops.Alloc("kd", DType.F32, n);
@@ -221,10 +226,10 @@ public class NceTests
     [Test]
     public void DistillFused_KernelMatchesCpuTwin([Values] bool grad, [Values(1f, 2f)] float tau, [Values(5, 300)] int v)
     {
-        int n = 4;
+        int n = 5;
         var zs = TestUtil.Rand(n * v, 51, 5); var zNat = TestUtil.Rand(n * v, 52, 5);
-        var w = new float[] { 0.7f, 1.3f, 0.5f, 1.1f };
-        int[] y = [0, -1, v - 1, 2];
+        var w = new float[] { 0.7f, 0f, 0.5f, 1.1f, 1.3f };               // row 1 padding; row 4 KD only
+        int[] y = [0, -1, v - 1, 2, -1];
         RunBoth(ops =>
         {
             using var z = ops.Alloc("zs", DType.F32, n, v); using var zn = ops.Alloc("nat", DType.F32, n, v);
@@ -236,6 +241,8 @@ public class NceTests
             var r = new Dictionary<string, float[]> { ["zs"] = TestUtil.Get(ops, z), ["ce"] = TestUtil.Get(ops, ce), ["kd"] = TestUtil.Get(ops, kd) };
             Assert.That(r["ce"][1], Is.EqualTo(0f), ops.Name);
             Assert.That(r["kd"][1], Is.EqualTo(0f), ops.Name);
+            Assert.That(r["ce"][4], Is.EqualTo(0f), $"{ops.Name}: no target, no CE");
+            Assert.That(r["kd"][4], Is.Not.EqualTo(0f), $"{ops.Name}: in the mask, a KD term");
             if (grad) Assert.That(r["zs"].AsSpan(v, v).ToArray(), Is.All.EqualTo(0f), $"{ops.Name}: ignored row");
             else Assert.That(r["zs"], Is.EqualTo(zs), $"{ops.Name}: logits untouched without gradient");
             return r;
@@ -392,12 +399,14 @@ public class NceTests
             }
             var zs = Logits(s.Student); var zNat = Logits(s.Nat); var zNeg = Logits(s.Neg);
             int count = batch.LossTokens;
-            var r = Reference(zs, zNat, zNeg, batch.Targets, batch.Mask, batch.B, batch.T, v, 1, 0.5, 1.0 / count, 1.0 / count);
+            double real = batch.Mask.Sum();                            // KD averages over the attention mask
+            Assert.That(real, Is.GreaterThan(count), "the batch has last tokens without a target");
+            var r = Reference(zs, zNat, zNeg, batch.Targets, batch.Mask, batch.B, batch.T, v, 1, 0.5, 1.0 / count, 1.0 / real);
 
             double loss = s.Student.Step(batch, head, backward: true, training: false);
             Assert.That(loss, Is.EqualTo(r.Loss).Within(1e-5).Percent, $"chunk budget {budget}");
             Assert.That(head.LastCe, Is.EqualTo(r.Ce.Sum() / count).Within(1e-8).Percent);
-            Assert.That(head.LastKd, Is.EqualTo(r.Kd.Sum() / count).Within(1e-5).Percent);
+            Assert.That(head.LastKd, Is.EqualTo(r.Kd.Sum() / real).Within(1e-5).Percent);
             TestUtil.Close(r.Beta, head.Beta, 1e-6, 1e-5, "β (KL downloaded through float)");
             if (budget != null) continue;
 

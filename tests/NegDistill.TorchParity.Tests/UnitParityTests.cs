@@ -199,9 +199,9 @@ public class UnitParityTests
     }
 
     /// <summary>The engine's NCE: IBackend.NceKl → Nce.SequenceBeta → row weights → IBackend.NceDistillFused,
-    /// then L = (1 − a)·Σce/count + a·Σkd/count, as NceHead.Begin/Chunk/End do. Row weights: in fp64 the
-    /// exact 0.5 + β (NceHead would round them to float through Nce.RowWeights; that path is what the fp32
-    /// run uses).</summary>
+    /// then L = (1 − a)·Σce/count + a·Σkd/Σm, as NceHead.Begin/Chunk/End do. Row weights: in fp64 the
+    /// exact m·(0.5 + β) (NceHead would round them to float through Nce.RowWeights; that path is what the
+    /// fp32 run uses).</summary>
     static (double Loss, double Ce, double Kd, double[] Kl, double[] Beta, double[] Dz) RunNce(IBackend ops, NceInputs c)
     {
         int n = c.B * c.T, v = c.V;
@@ -213,23 +213,22 @@ public class UnitParityTests
         ops.NceKl(zNat, zNeg, kl, n, v, c.Tau);
         var klv = Read(ops, kl);
         var beta = NegDistill.Ops.Nce.SequenceBeta<double>(klv, c.Mask, c.B, c.T);
-        if (ops is CpuBackend<double> d) d.Write(w, Enumerable.Range(0, n).Select(i => 0.5 + beta[i / c.T]).ToArray());
-        else ops.Upload(w, NegDistill.Ops.Nce.RowWeights(beta, c.T));
+        if (ops is CpuBackend<double> d) d.Write(w, Enumerable.Range(0, n).Select(i => c.Mask[i] * (0.5 + beta[i / c.T])).ToArray());
+        else ops.Upload(w, NegDistill.Ops.Nce.RowWeights(beta, c.T, c.Mask));
         int count = c.Targets.Count(y => y >= 0);
-        float scale = 1f / count;
-        ops.NceDistillFused(zs, zNat, targets, w, ce, kd, n, v, c.Tau, c.A, scale, scale, computeGrad: true);
-        double ceMean = ops.Sum(ce, n) / count, kdMean = ops.Sum(kd, n) / count;
+        double real = c.Mask.Sum();                                     // L_kd averages over the attention mask
+        ops.NceDistillFused(zs, zNat, targets, w, ce, kd, n, v, c.Tau, c.A, 1.0 / count, 1.0 / real, computeGrad: true);
+        double ceMean = ops.Sum(ce, n) / count, kdMean = ops.Sum(kd, n) / real;
         return ((1 - c.A) * ceMean + c.A * kdMean, ceMean, kdMean, klv, beta, Read(ops, zs));
     }
 
-    [TestCase(1f, 0.5f, "loss", false, TestName = "Nce_MethodSettings_T1_a05")]
-    [TestCase(2f, 0.3f, "loss", false, TestName = "Nce_T2_a03")]
-    [TestCase(1f, 0.5f, "attention", true, TestName = "Nce_KdOverAttentionMask_WhenEveryRealTokenHasATarget")]
+    [TestCase(1f, 0.5f, "attention", false, TestName = "Nce_MethodSettings_T1_a05")]
+    [TestCase(2f, 0.3f, "attention", false, TestName = "Nce_T2_a03")]
+    [TestCase(1f, 0.5f, "attention", true, TestName = "Nce_EveryRealTokenHasATarget")]
     public void Nce(float tau, float a, string kdMask, bool everyRealTokenHasTarget)
     {
-        // kd_mask "loss": torch averages L_kd over rows with a target, as the engine's NceHead documents.
-        // method.md averages L_kd over the attention mask instead; the two agree when every real token has
-        // a target, which the third case arranges, checking the engine against method.md's own form.
+        // method.md: CE over the tokens with a target, L_kd (and β) over the attention mask, so each
+        // sequence's last real token has a KD term and no CE term (the first two cases have such rows).
         string dir = TorchWorker.NewDir("nce");
         try
         {

@@ -19,14 +19,14 @@ public interface ILossHead
 /// <summary>Next-token cross-entropy averaged over the tokens with a target (fused kernel).</summary>
 public sealed class CrossEntropyHead : ILossHead
 {
-    float _weight;
+    double _weight;
     int _count;
     public int LossTokens => _count;
 
     public void Begin(LlamaModel model, ModelBatch batch)
     {
         _count = batch.LossTokens;
-        _weight = _count > 0 ? 1f / _count : 0f;
+        _weight = _count > 0 ? 1.0 / _count : 0;
     }
 
     public void Chunk(LlamaModel model, Tensor logits, int row0, int rows, bool backward)

@@ -30,9 +30,9 @@ public static class TeacherHidden
 ///   Begin: z_nat and z_neg chunk by chunk → KL_t (N) → β per sequence on the host → w_t (N) uploaded.
 ///   Chunk: z_nat of the chunk again (a matmul is cheaper than keeping N×V), then the fused op turns the
 ///          student's logits chunk into dL/dz_s.
-/// At most three rows×V chunks exist at once (student, nat, neg). Both CE and KD are averaged over the
-/// tokens with a target (the loss mask; rows with target −1 contribute nothing), ceScale = kdScale =
-/// 1/count.
+/// At most three rows×V chunks exist at once (student, nat, neg). As method.md writes them, CE averages
+/// over the tokens with a next-token target (ceScale = 1/count) and KD over the attention mask
+/// (kdScale = 1/Σ m): a sequence's last real token has a KD term but no CE term.
 /// </summary>
 public sealed class NceHead : ILossHead, IDisposable
 {
@@ -42,7 +42,8 @@ public sealed class NceHead : ILossHead, IDisposable
     Tensor? _natHidden;                          // the NAT hidden states of the current batch (not owned)
     int _n, _chunk, _v;
     int _count;
-    float _scale;
+    double _scale, _kdScale;
+    double _maskSum;
 
     /// <summary>Teachers given per batch: <paramref name="teachers"/> returns the NAT and the neg hidden
     /// states (N,C) of the batch passed to <see cref="Begin"/> (the head does not own them).</summary>
@@ -91,9 +92,12 @@ public sealed class NceHead : ILossHead, IDisposable
         var kl = new float[n];
         ops.Download(_kl!, kl);
         Beta = Nce.SequenceBeta<float>(kl, batch.Mask, batch.B, batch.T);
-        ops.Upload(_w!, Nce.RowWeights(Beta, batch.T));
+        ops.Upload(_w!, Nce.RowWeights(Beta, batch.T, batch.Mask));
         _count = batch.LossTokens;
-        _scale = _count > 0 ? 1f / _count : 0f;
+        _scale = _count > 0 ? 1.0 / _count : 0;
+        _maskSum = 0;
+        foreach (float m in batch.Mask.AsSpan(0, n)) _maskSum += m;
+        _kdScale = _maskSum > 0 ? 1 / _maskSum : 0;
     }
 
     public void Chunk(LlamaModel model, Tensor logits, int row0, int rows, bool backward)
@@ -103,14 +107,13 @@ public sealed class NceHead : ILossHead, IDisposable
         var zNat = ops.View(_nat!, 0, rows, v);
         ops.MatMul(zNat, ops.View(_natHidden!, (long)row0 * c, rows, c), HeadWeight(model), rows, v, c, false, true);
         ops.NceDistillFused(logits, zNat, ops.View(model.TargetsTensor, row0, rows), ops.View(_w!, row0, rows),
-            ops.View(_ce!, row0, rows), ops.View(_kd!, row0, rows), rows, v, Temperature, A, _scale, _scale, backward);
+            ops.View(_ce!, row0, rows), ops.View(_kd!, row0, rows), rows, v, Temperature, A, _scale, _kdScale, backward);
     }
 
     public double End(LlamaModel model)
     {
-        if (_count == 0) { LastCe = LastKd = 0; return 0; }
-        LastCe = model.Ops.Sum(_ce!, _n) / _count;
-        LastKd = model.Ops.Sum(_kd!, _n) / _count;
+        LastCe = _count > 0 ? model.Ops.Sum(_ce!, _n) / _count : 0;
+        LastKd = _maskSum > 0 ? model.Ops.Sum(_kd!, _n) / _maskSum : 0;
         return (1 - A) * LastCe + A * LastKd;
     }
 

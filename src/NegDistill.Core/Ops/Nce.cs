@@ -15,7 +15,7 @@ namespace NegDistill.Ops;
 ///   p_nat = softmax(z_nat/τ)      p_neg = softmax(z_neg/τ)      q = softmax(z_s/τ)   p = softmax(z_s)
 ///   KL_t  = Σ_v p_neg(v) · ( log(p_neg(v) + 1e-7) − log(p_nat(v) + 1e-7) )            (<see cref="Kl{T}"/>)
 ///   β_b   = tanh( Σ_t m_bt KL_t / Σ_t m_bt )        m = attention mask                (<see cref="SequenceBeta{T}"/>)
-///   w_t   = 0.5 + β_b for the sequence b holding row t                                 (<see cref="RowWeights"/>)
+///   w_t   = m_t · (0.5 + β_b) for the sequence b holding row t, m the attention mask     (<see cref="RowWeights"/>)
 ///   ce_t  = logsumexp(z_s) − z_s[y_t]
 ///   kd_t  = −τ² · w_t · Σ_v p_nat(v) · log q(v)
 ///   L     = (1 − a) · ceScale · Σ_t ce_t + a · kdScale · Σ_t kd_t                      (<see cref="DistillFused{T}"/>)
@@ -24,7 +24,9 @@ namespace NegDistill.Ops;
 ///   ∂ce_t/∂z_s(u) = p(u) − [u = y]
 ///   ∂kd_t/∂z_s(u) = −τ² w Σ_v p_nat(v) · (1/τ)([u = v] − q(u)) = τ · w · (q(u) − p_nat(u))     (Σ_v p_nat = 1)
 ///   ∂L/∂z_s       = (1 − a)·ceScale·(p − onehot(y)) + a·kdScale·τ·w·(q − p_nat)
-/// With τ = 1, q = p. Rows with y &lt; 0 are outside the loss mask: zero losses and zero gradient.
+/// With τ = 1, q = p. As in method.md, CE runs over the rows with a next-token target and KD over the
+/// attention mask (m_t): a row with y &lt; 0 but w_t &gt; 0 (a sequence's last real token) has KD only; a
+/// row with y &lt; 0 and w_t = 0 (padding) has zero losses and zero gradient.
 ///
 /// Numerics: Σ_v p_nat log q is formed as Σ_v p_nat(v)·(z_s(v) − max z_s)/τ − log Σ exp((z_s − max z_s)/τ),
 /// so no log of a small probability is taken and no large logit is subtracted from another late.
@@ -73,11 +75,11 @@ public static class Nce
     /// <summary>Fused calibrated-distillation loss and gradient (see the class comment).</summary>
     /// <param name="zs">(rows,V) in: student logits; out (when computeGrad): dL/dz_s</param>
     /// <param name="zNat">(rows,V) NAT teacher logits</param>
-    /// <param name="targets">(rows) next-token ids, −1 outside the loss mask</param>
-    /// <param name="rowWeight">(rows) 0.5 + β_b of the row's sequence</param>
+    /// <param name="targets">(rows) next-token ids, −1 where the row has none</param>
+    /// <param name="rowWeight">(rows) m_t·(0.5 + β_b): 0 outside the attention mask</param>
     /// <param name="lossCe">(rows) out: ce_t</param><param name="lossKd">(rows) out: kd_t (w_t and τ² included)</param>
     public static void DistillFused<T>(Span<T> zs, ReadOnlySpan<T> zNat, ReadOnlySpan<int> targets, ReadOnlySpan<T> rowWeight,
-        Span<T> lossCe, Span<T> lossKd, int rows, int v, float temperature, float a, float ceScale, float kdScale, bool computeGrad)
+        Span<T> lossCe, Span<T> lossKd, int rows, int v, float temperature, float a, double ceScale, double kdScale, bool computeGrad)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         T invTau = InverseTemperature<T>(temperature), tau = T.CreateTruncating(temperature);
@@ -102,14 +104,15 @@ public static class Nce
                 var z = zs.Slice(i * v, v);
                 var zn = zNat.Slice(i * v, v);
                 int y = targets[i];
-                if (y < 0)
+                T w = rowWeight[i];
+                if (y < 0 && w == T.Zero)
                 {
                     lossCe[i] = T.Zero; lossKd[i] = T.Zero;
                     if (computeGrad) z.Clear();
                     continue;
                 }
                 if (y >= v) throw new ArgumentOutOfRangeException(nameof(targets), $"target {y} at row {i} is outside the vocabulary of {v}");
-                T w = rowWeight[i];
+                T c1r = y >= 0 ? c1 : T.Zero;                                     // no target: KD only
 
                 T ms = TensorPrimitives.Max<T>(z);
                 TensorPrimitives.Subtract(z, ms, eT);
@@ -132,18 +135,18 @@ public static class Nce
                     TensorPrimitives.Exp(e1, e1);
                     s1 = TensorPrimitives.Sum<T>(e1);
                 }
-                lossCe[i] = ms + T.Log(s1) - z[y];
+                lossCe[i] = y >= 0 ? ms + T.Log(s1) - z[y] : T.Zero;
                 if (!computeGrad) continue;
 
                 T c2 = kdCoef * w;
-                if (unit) TensorPrimitives.Multiply(e1, c1 / s1 + c2 / sT, z);  // (c1 + c2)·p
+                if (unit) TensorPrimitives.Multiply(e1, c1r / s1 + c2 / sT, z);  // (c1 + c2)·p
                 else
                 {
-                    TensorPrimitives.Multiply(e1, c1 / s1, z);                   // c1·p
+                    TensorPrimitives.Multiply(e1, c1r / s1, z);                   // c1·p
                     TensorPrimitives.MultiplyAdd(eT, c2 / sT, z, z);            // + c2·q
                 }
                 TensorPrimitives.MultiplyAdd(eN, -c2 / sN, z, z);               // − c2·p_nat
-                z[y] -= c1;
+                if (y >= 0) z[y] -= c1r;
             }
         }
         finally { pool.Return(bufT); pool.Return(bufN); pool.Return(buf1); }
@@ -172,11 +175,14 @@ public static class Nce
         return beta;
     }
 
-    /// <summary>Per-row weights 0.5 + β_b, (b·t) values, row-major by sequence.</summary>
-    public static float[] RowWeights(ReadOnlySpan<double> beta, int t)
+    /// <summary>Per-row weights m_t·(0.5 + β_b), (b·t) values, row-major by sequence; an empty
+    /// <paramref name="mask"/> means every row is a real token.</summary>
+    public static float[] RowWeights(ReadOnlySpan<double> beta, int t, ReadOnlySpan<float> mask = default)
     {
+        if (!mask.IsEmpty && mask.Length < beta.Length * t) throw new ArgumentException($"row weights over {beta.Length}×{t} rows need that many mask values (got {mask.Length})");
         var w = new float[beta.Length * t];
-        for (int s = 0; s < beta.Length; s++) w.AsSpan(s * t, t).Fill((float)(0.5 + beta[s]));
+        for (int s = 0; s < beta.Length; s++)
+            for (int j = 0; j < t; j++) w[s * t + j] = (mask.IsEmpty ? 1f : mask[s * t + j]) * (float)(0.5 + beta[s]);
         return w;
     }
 
@@ -226,7 +232,8 @@ public static class Nce
                 {
                     var z = zs.Slice(i * v, v);
                     int y = targets[i];
-                    if (y < 0)
+                    float w = rowWeight[i];
+                    if (y < 0 && w == 0f)
                     {
                         lossCe[i] = 0f; lossKd[i] = 0f;
                         if (computeGrad) z.Clear();
@@ -235,17 +242,16 @@ public static class Nce
                     if (y >= v) throw new ArgumentOutOfRangeException(nameof(targets), $"target {y} at row {i} is outside the vocabulary of {v}");
                     var zn = zNat.Slice(i * v, v);
                     Span<float> eT = bufT.AsSpan(0, v), eN = bufN.AsSpan(0, v), e1 = unit ? eT : buf1.AsSpan(0, v);
-                    float w = rowWeight[i];
                     var (ms, mn) = Max2(z, zn);
                     var (sT, sN, s1, cross) = Exponentials(z, zn, ms, mn, invTau, unit, eT, eN, e1);
-                    float zy = z[y];
+                    float c1r = y >= 0 ? c1 : 0f;                                 // no target: KD only
                     lossKd[i] = -(tau * tau) * w * (cross / sN - MathF.Log(sT));
-                    lossCe[i] = ms + MathF.Log(s1) - zy;
+                    lossCe[i] = y >= 0 ? ms + MathF.Log(s1) - z[y] : 0f;
                     if (!computeGrad) continue;
                     float c2 = kdCoef * w;
-                    if (unit) Combine(z, eT, c1 / s1 + c2 / sT, eN, -c2 / sN);
-                    else Combine(z, e1, c1 / s1, eT, c2 / sT, eN, -c2 / sN);
-                    z[y] -= c1;
+                    if (unit) Combine(z, eT, c1r / s1 + c2 / sT, eN, -c2 / sN);
+                    else Combine(z, e1, c1r / s1, eT, c2 / sT, eN, -c2 / sN);
+                    if (y >= 0) z[y] -= c1r;
                 }
             }
             finally { pool.Return(bufT); pool.Return(bufN); pool.Return(buf1); }

@@ -238,7 +238,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
     public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => Dropout.Forward<T>(F(y), F(x), p, seed, n);
     public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => Dropout.Backward<T>(F(dx), F(dy), p, seed, n);
 
-    public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, float weight, bool computeGrad)
+    public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, double weight, bool computeGrad)
     {
         var (z, l, y) = (F(logits), F(losses), I(targets));
         Rows(n, (lo, hi) => CrossEntropy.Fused<T>(z.AsSpan(lo * v, (hi - lo) * v), l.AsSpan(lo, hi - lo), y.AsSpan(lo, hi - lo), hi - lo, v, T.CreateTruncating(weight), computeGrad));
@@ -251,7 +251,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
     }
 
     public void NceDistillFused(Tensor zs, Tensor zNat, Tensor targets, Tensor rowWeight, Tensor lossCe, Tensor lossKd, int n, int v,
-        float temperature, float a, float ceScale, float kdScale, bool computeGrad)
+        float temperature, float a, double ceScale, double kdScale, bool computeGrad)
     {
         var (z, zt, y, w, lc, lk) = (F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd));
         Rows(n, (lo, hi) => Nce.DistillFused<T>(z.AsSpan(lo * v, (hi - lo) * v), zt.AsSpan(lo * v, (hi - lo) * v), y.AsSpan(lo, hi - lo),

@@ -90,7 +90,7 @@ public interface IBackend : IDisposable
     /// <summary>Fused softmax cross-entropy over logits(N,V). losses[i] = logsumexp − z[target]
     /// (0 where target &lt; 0). When computeGrad, the logits are overwritten with
     /// weight·(softmax − onehot) (zero rows where target &lt; 0), so no second N×V buffer exists.</summary>
-    void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, float weight, bool computeGrad);
+    void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, double weight, bool computeGrad);
 
     /// <summary>NCE (method.md, Step 2; math in Ops/Nce.cs): per row kl[i] = Σ_v p_neg·(log(p_neg+1e-7) −
     /// log(p_nat+1e-7)) with p = softmax(z/temperature). zNat, zNeg: (N,V); kl: (N).</summary>
@@ -100,7 +100,7 @@ public interface IBackend : IDisposable
     /// computeGrad, zs is overwritten with dL/dzs for L = (1−a)·ceScale·Σ ce + a·kdScale·Σ kd (zero rows
     /// where target &lt; 0), so no second N×V buffer exists. zNat: (N,V); targets, rowWeight: (N).</summary>
     void NceDistillFused(Tensor zs, Tensor zNat, Tensor targets, Tensor rowWeight, Tensor lossCe, Tensor lossKd, int n, int v,
-        float temperature, float a, float ceScale, float kdScale, bool computeGrad);
+        float temperature, float a, double ceScale, double kdScale, bool computeGrad);
 
     /// <summary>AdamW (decoupled weight decay, bias-corrected), step t ≥ 1, on the first n values.</summary>
     void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t);
