@@ -64,40 +64,18 @@ static class Eval
     /// <summary>`negdistill sample`: candidates (and M_rank scores with --rank) as JSONL; prints where.</summary>
     public static int Sample(EvalOptions o)
     {
-        var task = ParseTask(o.Task);
-        var cfg = ModelIO.ReadConfig(o.Base);
-        var tok = TokenizerFor(o.Base, cfg);
-        var questions = Questions(task, o);
-        string label = Label(o.Adapter), path = Asc.CandidatesPath(o.Out, label);
-        var log = new List<string>();
-        using var ops = Backends.Create(o.Device);
-        using (var m = LoadStudent(ops, cfg, tok, questions, o))
-            Asc.SampleCandidates(m.Model, tok, task, questions, o.N, o.MaxNew, o.Temperature, o.Seed, m.Shape, path, label, log);
-        if (o.Rank != null) { Asc.ScoreCandidates(pairs => RankScores(ops, cfg, o, tok, pairs), questions, path, Asc.ScoredPath(o.Out, label)); path = Asc.ScoredPath(o.Out, label); }
-        foreach (var l in log) Console.WriteLine(l);
-        Console.WriteLine($"{questions.Count * o.N} candidates in {path}");
+        var r = SampleAndScore(o, greedy: false);
+        foreach (var l in r.Log) Console.WriteLine(l);
+        Console.WriteLine($"{r.Questions.Count * o.N} candidates in {r.Path}");
         return ExitCodes.Ok;
     }
 
     /// <summary>`negdistill eval`: sample, greedy, score, vote; the tables and plot under --out.</summary>
     public static int Run(EvalOptions o)
     {
-        var task = ParseTask(o.Task);
-        var cfg = ModelIO.ReadConfig(o.Base);
-        var tok = TokenizerFor(o.Base, cfg);
-        var questions = Questions(task, o);
-        string label = Label(o.Adapter), path = Asc.CandidatesPath(o.Out, label);
-        var log = new List<string>();
-        using var ops = Backends.Create(o.Device);
-        List<Candidate> greedy;
-        using (var m = LoadStudent(ops, cfg, tok, questions, o))   // the student is freed before M_rank loads
-        {
-            Asc.SampleCandidates(m.Model, tok, task, questions, o.N, o.MaxNew, o.Temperature, o.Seed, m.Shape, path, label, log);
-            greedy = Asc.GreedyCandidates(m.Model, tok, task, questions, o.MaxNew, CacheShape.For(Math.Min(m.Shape.Slots, questions.Count), m.Shape.MaxSeq));
-        }
-        if (o.Rank != null) { Asc.ScoreCandidates(pairs => RankScores(ops, cfg, o, tok, pairs), questions, path, Asc.ScoredPath(o.Out, label)); path = Asc.ScoredPath(o.Out, label); }
-        var (_, md) = Asc.Report(task, questions, CandidateJsonl.ReadAll(path), greedy, o.Out, label);
-        foreach (var l in log) Console.WriteLine(l);
+        var r = SampleAndScore(o, greedy: true);
+        var (_, md) = Asc.Report(r.Task, r.Questions, CandidateJsonl.ReadAll(r.Path), r.Greedy, o.Out, r.Label);
+        foreach (var l in r.Log) Console.WriteLine(l);
         Console.WriteLine(md);
         Console.WriteLine($"candidates, table and plot under {o.Out}");
         return ExitCodes.Ok;
@@ -133,6 +111,33 @@ static class Eval
             if (r.Find(vm, n) is { } row)
                 Console.WriteLine($"| {n} | {string.Join(" | ", cols.Select(c => $"{100 * row.Accuracy[c]:F2}"))} | {100 * row.Pooled:F2} |");
         return ExitCodes.Ok;
+    }
+
+    sealed record Sampled(AnswerTask Task, List<TestQuestion> Questions, string Label, string Path, List<Candidate>? Greedy, List<string> Log);
+
+    /// <summary>Candidates sampled (resuming a partial file), greedy answers when asked, then the student
+    /// freed and, with --rank, every candidate scored by M_rank. Path is the file the votes read.</summary>
+    static Sampled SampleAndScore(EvalOptions o, bool greedy)
+    {
+        var task = ParseTask(o.Task);
+        var cfg = ModelIO.ReadConfig(o.Base);
+        var tok = TokenizerFor(o.Base, cfg);
+        var questions = Questions(task, o);
+        string label = Label(o.Adapter), path = Asc.CandidatesPath(o.Out, label);
+        var log = new List<string>();
+        using var ops = Backends.Create(o.Device);
+        List<Candidate>? g = null;
+        using (var m = LoadStudent(ops, cfg, tok, questions, o))   // the student is freed before M_rank loads
+        {
+            Asc.SampleCandidates(m.Model, tok, task, questions, o.N, o.MaxNew, o.Temperature, o.Seed, m.Shape, path, label, log);
+            if (greedy) g = Asc.GreedyCandidates(m.Model, tok, task, questions, o.MaxNew, CacheShape.For(Math.Min(m.Shape.Slots, questions.Count), m.Shape.MaxSeq));
+        }
+        if (o.Rank != null)
+        {
+            Asc.ScoreCandidates(pairs => RankScores(ops, cfg, o, tok, pairs), questions, path, Asc.ScoredPath(o.Out, label));
+            path = Asc.ScoredPath(o.Out, label);
+        }
+        return new Sampled(task, questions, label, path, g, log);
     }
 
     /// <summary>The student, loaded in its checkpoint's precision after its sampling plan was printed and
