@@ -99,6 +99,11 @@ public class FrontEndTests
         var ex2 = Assert.Throws<PlanDoesNotFitException>(() => Capture(() => TrainVerb.Run(t, CancellationToken.None)));
         Assert.That(ex2!.Message, Does.Contain("lower --micro-batch"));
         Assert.That(Directory.Exists(Path.Combine(dir, "t", "neg")), Is.False, "nothing trained");
+        // the process exits with 3 (out of memory / does not fit), the plan on stdout, the reason on stderr
+        var (code, _, log) = RunCli(["train", "neg", "--base", baseDir, "--data", teacher, "--out", Path.Combine(dir, "t"), "--steps", "1",
+            "--micro-batch", "4", "--effective-batch", "4", "--cutoff", "128", "--memory-limit", "0.0001"], killWhen: null);
+        Assert.That(code, Is.EqualTo(3), log);
+        Assert.That(log, Does.Contain("does not fit: the plan needs").And.Contain("lower --micro-batch"));
         // with room it trains, printing the plan first
         var (rc, text) = Capture(() => TrainVerb.Run(t with { MemoryLimitGb = 0 }, CancellationToken.None));
         Assert.That(rc, Is.EqualTo(0));
@@ -146,12 +151,14 @@ public class FrontEndTests
         }
     }
 
-    static (int Rc, bool Killed, string Log) RunCli(string config, Func<bool>? killWhen)
+    static (int Rc, bool Killed, string Log) RunCli(string config, Func<bool>? killWhen) => RunCli(["pipeline", config], killWhen);
+
+    internal static (int Rc, bool Killed, string Log) RunCli(string[] args, Func<bool>? killWhen)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "negdistill.dll");
         Assert.That(File.Exists(dll), Is.True, dll);
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { dll, "pipeline", config }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { dll }.Concat(args)) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var log = new System.Text.StringBuilder();
         p.OutputDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
