@@ -33,7 +33,7 @@ public class NceLossBenchmarks
     Tensor _zs = null!, _zNat = null!, _zNeg = null!, _y = null!, _w = null!, _kl = null!, _ce = null!, _kd = null!;
     float[] _zsInit = [], _klHost = [], _mask = [];
     int[] _targets = [];
-    float _scale;
+    float _scale, _kdScale;
     // op-by-op buffers, N×V each
     float[] _pS = [], _pNat = [], _pNeg = [], _logQ = [], _t1 = [], _t2 = [], _grad = [];
     float[] _klRef = [], _ceRef = [], _kdRef = [];
@@ -60,7 +60,8 @@ public class NceLossBenchmarks
                 _targets[b * SeqLen + t] = t + 1 < len ? rnd.Next(V) : -1;
             }
         }
-        _scale = 1f / _targets.Count(y => y >= 0);
+        _scale = 1f / _targets.Count(y => y >= 0);                                            // CE over rows with a target
+        _kdScale = 1f / _mask.Sum();                                                            // KD over the attention mask
 
         _zs = Upload(_zsInit, n, V); _zNat = Upload(zNat, n, V); _zNeg = Upload(zNeg, n, V);
         _y = _ops.Alloc("y", DType.I32, n); _ops.Upload(_y, _targets);
@@ -101,8 +102,8 @@ public class NceLossBenchmarks
         _ops.NceKl(_zNat, _zNeg, _kl, n, V, Tau);
         _ops.Download(_kl, _klHost);
         var beta = Nce.SequenceBeta<float>(_klHost, _mask, B, SeqLen);
-        _ops.Upload(_w, Nce.RowWeights(beta, SeqLen));
-        _ops.NceDistillFused(_zs, _zNat, _y, _w, _ce, _kd, n, V, Tau, A, _scale, _scale, true);
+        _ops.Upload(_w, Nce.RowWeights(beta, SeqLen, _mask));
+        _ops.NceDistillFused(_zs, _zNat, _y, _w, _ce, _kd, n, V, Tau, A, _scale, _kdScale, true);
     }
 
     [Benchmark(Baseline = true, Description = "op by op (N×V buffers per step)")]
@@ -120,16 +121,16 @@ public class NceLossBenchmarks
         Rows(n, (i, o) => _klRef[i] = TensorPrimitives.Dot(_pNeg.AsSpan(o, V), _t1.AsSpan(o, V)));
         // β per sequence and the row weights, on the host
         var beta = Nce.SequenceBeta<float>(_klRef, _mask, B, SeqLen);
-        var w = Nce.RowWeights(beta, SeqLen);
+        var w = Nce.RowWeights(beta, SeqLen, _mask);                                           // 0 on padding
         // student: log_softmax(z/τ), KD cross term, softmax, CE
         Rows(n, (i, o) => LogSoftmax(zs.AsSpan(o, V), Tau, _logQ.AsSpan(o, V)));
-        Rows(n, (i, o) => _kdRef[i] = _targets[i] < 0 ? 0f : -Tau * Tau * w[i] * TensorPrimitives.Dot(_pNat.AsSpan(o, V), _logQ.AsSpan(o, V)));
+        Rows(n, (i, o) => _kdRef[i] = -Tau * Tau * w[i] * TensorPrimitives.Dot(_pNat.AsSpan(o, V), _logQ.AsSpan(o, V)));
         Rows(n, (i, o) => Softmax(zs.AsSpan(o, V), 1f, _pS.AsSpan(o, V)));
         Rows(n, (i, o) => _ceRef[i] = _targets[i] < 0 ? 0f : -MathF.Log(_pS[o + _targets[i]]));
         // gradient: (1−a)·s·(p − onehot) + a·s·τ·w·(exp(log q) − p_nat)
         Rows(n, (i, o) => TensorPrimitives.Exp(_logQ.AsSpan(o, V), _t1.AsSpan(o, V)));
         Rows(n, (i, o) => TensorPrimitives.Subtract(_t1.AsSpan(o, V), _pNat.AsSpan(o, V), _grad.AsSpan(o, V)));
-        Rows(n, (i, o) => TensorPrimitives.Multiply(_grad.AsSpan(o, V), _targets[i] < 0 ? 0f : A * _scale * Tau * w[i], _grad.AsSpan(o, V)));
+        Rows(n, (i, o) => TensorPrimitives.Multiply(_grad.AsSpan(o, V), A * _kdScale * Tau * w[i], _grad.AsSpan(o, V)));
         Rows(n, (i, o) => TensorPrimitives.MultiplyAdd(_pS.AsSpan(o, V), _targets[i] < 0 ? 0f : (1 - A) * _scale, _grad.AsSpan(o, V), _grad.AsSpan(o, V)));
         for (int i = 0; i < n; i++) if (_targets[i] >= 0) _grad[(long)i * V + _targets[i]] -= (1 - A) * _scale;
     }
