@@ -448,7 +448,7 @@ public static class Bench
             tZs.grad?.Dispose();                                               // set_to_none: backward writes a fresh gradient
             tZs.grad = null;
             var loss = lean ? LeanNce.Loss(tZs, tNat, tNeg, tY, tMask, A, Tau)
-                            : TorchNce.Loss(tZs, tNat, tNeg, tY, tMask, A, Tau, kdOverAttentionMask: true).Loss;
+                            : TorchNce.Loss(tZs, tNat, tNeg, tY, tMask, A, Tau).Loss;
             loss.backward();
             return loss.item<float>();
         }

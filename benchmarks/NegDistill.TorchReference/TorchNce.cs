@@ -9,9 +9,8 @@
 //   kd_t  = −T² Σ_v p_nat · log p_s · (0.5 + β_b)                                          (B,T)
 //   ce_t  = −log softmax(z_s)[y_t]                      rows with y_t >= 0                 (B,T)
 //   L     = (1 − a)·Σ ce / n_ce + a·Σ_t k_t kd_t / Σ_t k_t
-// n_ce counts rows with a target. The KD averaging mask k is a choice: "attention" (method.md: k = m)
-// or "loss" (the engine's NceHead: k = rows with a target, so a sequence's last real token, which has
-// no next token, is left out of L_kd too).
+// n_ce counts rows with a target; L_kd averages over the attention mask (k = m, method.md), so a
+// sequence's last real token, which has no next token, has a KD term and no CE term.
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -43,8 +42,7 @@ public static class TorchNce
     /// <param name="zs">(B,T,V) student logits (the tensor autograd differentiates)</param>
     /// <param name="zNat">(B,T,V)</param><param name="zNeg">(B,T,V)</param>
     /// <param name="targets">(B,T) int, −1 outside the loss</param><param name="mask">(B,T) attention mask 0/1</param>
-    /// <param name="kdOverAttentionMask">true: L_kd averages over the attention mask (method.md); false: over rows with a target (engine)</param>
-    public static Result Loss(Tensor zs, Tensor zNat, Tensor zNeg, Tensor targets, Tensor mask, double a, double temperature, bool kdOverAttentionMask)
+    public static Result Loss(Tensor zs, Tensor zNat, Tensor zNeg, Tensor targets, Tensor mask, double a, double temperature)
     {
         Tensor kl, beta, pNat;
         using (no_grad())                                                          // teachers and β are constants
@@ -58,7 +56,7 @@ public static class TorchNce
         var y = targets.to(ScalarType.Int64);
         var valid = y.ge(0).to(zs.dtype);                                          // (B,T)
         var ceRow = -F.log_softmax(zs, -1).gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1);           // (B,T)
-        var kdMask = kdOverAttentionMask ? mask.to(zs.dtype) : valid;
+        var kdMask = mask.to(zs.dtype);                                            // L_kd over the attention mask
         var ce = (ceRow * valid).sum() / valid.sum().clamp_min(1);
         var kd = (kdRow * kdMask).sum() / kdMask.sum().clamp_min(1);
         var loss = ce * (1 - a) + kd * a;

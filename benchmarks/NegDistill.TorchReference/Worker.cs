@@ -12,7 +12,7 @@
 //             temperature, train_base}; nat.safetensors: x (N,in), dy (N,out),  PREFIX.lora_A/lora_B.weight,
 //             base.weight (out,in), PREFIX.lora_A/B.weight (pos),              PREFIX.integration.{Q,K,U1,U2}.weight, and
 //             neg/PREFIX.lora_A/B.weight, PREFIX.integration.{Q,K,U1,U2}.weight base.weight when train_base; L = Σ y ⊙ dy
-// nce         nce.json {a, temperature, kd_mask: "loss"|"attention"};        loss [], ce [], kd [], kl (B,T), beta (B),
+// nce         nce.json {a, temperature};                                      loss [], ce [], kd [], kl (B,T), beta (B),
 //             nce.safetensors: z_s, z_nat, z_neg (B,T,V), targets (B,T) int,   dz_s (B,T,V)
 //             mask (B,T)
 // decode      config.json, model.safetensors [+ adapter/ as in lora-step],   logits (K+1,B,V): [0] after the prefill,
@@ -205,8 +205,6 @@ public static class Worker
     {
         string jpath = Path.Combine(dir, "nce.json"), tpath = Path.Combine(dir, "nce.safetensors");
         var j = ReadJson(jpath);
-        string kdMask = j.TryGetProperty("kd_mask", out var km) ? km.GetString() ?? "" : "loss";
-        if (kdMask is not ("loss" or "attention")) throw new InputException($"{jpath}: kd_mask must be \"loss\" or \"attention\", not \"{kdMask}\"");
         var t = SafeTensorsLite.Read(tpath);
         var zs = F64(Need(t, "z_s", tpath));
         if (zs.dim() != 3) throw new InputException($"{tpath}: tensor 'z_s' must be (B,T,V)");
@@ -217,7 +215,7 @@ public static class Worker
         var mask = F64(Need(t, "mask", tpath, B, T));
         if (targets.to(ScalarType.Int64).max().item<long>() >= V) throw new InputException($"{tpath}: tensor 'targets' has an id outside the vocabulary of {V}");
         zs.requires_grad_(true);
-        var r = TorchNce.Loss(zs, zNat, zNeg, targets, mask, Num(j, "a", jpath), Num(j, "temperature", jpath), kdMask == "attention");
+        var r = TorchNce.Loss(zs, zNat, zNeg, targets, mask, Num(j, "a", jpath), Num(j, "temperature", jpath));
         r.Loss.backward();
         return [("loss", r.Loss.detach()), ("ce", r.Ce.detach()), ("kd", r.Kd.detach()), ("kl", r.Kl), ("beta", r.Beta), ("dz_s", GradOf(zs, "z_s"))];
     }

@@ -14,7 +14,7 @@ public class HarnessTests
         string dir = TorchWorker.NewDir("bad");
         try
         {
-            File.WriteAllText(Path.Combine(dir, "nce.json"), """{"a": 0.5, "temperature": 1.0, "kd_mask": "loss"}""");
+            File.WriteAllText(Path.Combine(dir, "nce.json"), """{"a": 0.5, "temperature": 1.0}""");
             SafeTensors.Write(Path.Combine(dir, "nce.safetensors"), [TorchWorker.F64("z_s", [1, 2, 3], new double[6])]);   // no z_nat
             var r = TorchWorker.RunRaw("nce", dir, Path.Combine(dir, "out"));
             TestContext.Out.WriteLine($"exit {r.ExitCode}, stderr: {r.Stderr.Trim()}");

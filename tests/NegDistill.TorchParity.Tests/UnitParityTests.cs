@@ -184,7 +184,7 @@ public class UnitParityTests
         return new NceInputs(batch.B, batch.T, v, tau, a, zs, zNat, zNeg, targets, batch.Mask);
     }
 
-    static void WriteNce(string dir, NceInputs c, string kdMask)
+    static void WriteNce(string dir, NceInputs c)
     {
         long[] s3 = [c.B, c.T, c.V], s2 = [c.B, c.T];
         SafeTensors.Write(Path.Combine(dir, "nce.safetensors"),
@@ -194,7 +194,7 @@ public class UnitParityTests
         ]);
         File.WriteAllText(Path.Combine(dir, "nce.json"), JsonSerializer.Serialize(new Dictionary<string, object>
         {
-            ["a"] = (double)c.A, ["temperature"] = (double)c.Tau, ["kd_mask"] = kdMask,
+            ["a"] = (double)c.A, ["temperature"] = (double)c.Tau,
         }));
     }
 
@@ -222,10 +222,10 @@ public class UnitParityTests
         return ((1 - c.A) * ceMean + c.A * kdMean, ceMean, kdMean, klv, beta, Read(ops, zs));
     }
 
-    [TestCase(1f, 0.5f, "attention", false, TestName = "Nce_MethodSettings_T1_a05")]
-    [TestCase(2f, 0.3f, "attention", false, TestName = "Nce_T2_a03")]
-    [TestCase(1f, 0.5f, "attention", true, TestName = "Nce_EveryRealTokenHasATarget")]
-    public void Nce(float tau, float a, string kdMask, bool everyRealTokenHasTarget)
+    [TestCase(1f, 0.5f, false, TestName = "Nce_MethodSettings_T1_a05")]
+    [TestCase(2f, 0.3f, false, TestName = "Nce_T2_a03")]
+    [TestCase(1f, 0.5f, true, TestName = "Nce_EveryRealTokenHasATarget")]
+    public void Nce(float tau, float a, bool everyRealTokenHasTarget)
     {
         // method.md: CE over the tokens with a target, L_kd (and β) over the attention mask, so each
         // sequence's last real token has a KD term and no CE term (the first two cases have such rows).
@@ -234,7 +234,7 @@ public class UnitParityTests
         {
             var c = MakeNce(tau, a, everyRealTokenHasTarget);
             Assert.That(c.Targets.Count(y => y >= 0), Is.EqualTo(16), "loss tokens");
-            WriteNce(dir, c, kdMask);
+            WriteNce(dir, c);
             var e64 = RunNce(new CpuBackend<double>(), c);
             var e32 = RunNce(new CpuBackend(), c);
             var t = TorchWorker.Run("nce", dir);
