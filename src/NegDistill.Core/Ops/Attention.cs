@@ -1,5 +1,11 @@
+using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using NegDistill.Cpu;
 namespace NegDistill.Ops;
 
 /// <summary>
@@ -9,15 +15,269 @@ namespace NegDistill.Ops;
 /// padding position) gets P = 0 and out = 0.
 /// Backward: dP_ts = dout_t·v_s;  dS_ts = P_ts (dP_ts − Σ_s' P_ts' dP_ts');
 ///           dq_t = Σ_s dS_ts k_s /√hd;  dk_s = Σ_t dS_ts q_t /√hd;  dv_s = Σ_t P_ts dout_t.
-/// The kernel version computes dq per query row and dk, dv per key row (no atomics); this twin
-/// keeps the same split. CPU twin of kernels/NegDistill.Kernels/AttentionKernels.cs.
+///
+/// This CPU twin computes one (batch, head) pair at a time as GEMMs on the pair's (T, hd) slices
+/// Q, K, V of the (B,T,C) tensors (row stride C = H·hd), through the packed <see cref="Gemm"/>:
+///   forward   S = Q Kᵀ/√hd,  P = masked row softmax of S (kept in att),  out = P V;
+///   backward  dP = dout Vᵀ,  dS = P ⊙ (dP − rowsum(P ⊙ dP)) (kept in datt),
+///             dQ += dS K/√hd,  dK += dSᵀ Q/√hd,  dV += Pᵀ dout.
+/// Causality is used block-wise: query block [i0, i1) needs keys [0, i1) only, key block [j0, j1)
+/// queries [j0, T) only; inside the diagonal blocks the masked entries are exact zeros of P and dS.
+/// A pair's outputs are its own and computed in a fixed order (a block product big enough for the GEMM
+/// to split over threads gives the same bits at any thread count), so the backend may run pairs in
+/// parallel without changing a bit.
+/// The kernel version (kernels/NegDistill.Kernels/AttentionKernels.cs) works per query row and, in
+/// the backward, per key row (no atomics); <see cref="ForwardRows{T}"/> and <see cref="BackwardRows{T}"/>
+/// keep that per-row form as the reference the GEMM form is tested against.
 /// </summary>
 public static class Attention
 {
+    /// <summary>Rows per query (and key) block; the last block takes the remainder (BlockRows to
+    /// 2·BlockRows − 1 rows). Above 32 so that the QKᵀ block products never take the GEMM's dot-product
+    /// path for few rows (slow at K = hd); 48 was the fastest of 36–128 for the small preset (hd = 48, T = 256):
+    /// there the PV and dSᵀQ products stream their B operand in place. Smaller blocks skip more of the
+    /// zero upper triangle (60 % of the full T² work at T = 256) but make more, smaller GEMM calls.</summary>
+    const int BlockRows = 48;
+
+    static int Blocks(int Tn) => Math.Max(1, Tn / BlockRows);
+    static (int lo, int hi) Block(int i, int blocks, int Tn) => (i * BlockRows, i == blocks - 1 ? Tn : (i + 1) * BlockRows);
+
+    /// <summary>All (batch, head) pairs in turn; the backend runs <see cref="ForwardHead{T}"/> in parallel instead.</summary>
     /// <param name="outp">(B,T,H·hd)</param><param name="att">(B,H,T,T)</param>
     /// <param name="q">(B,T,H·hd)</param><param name="k">(B,T,H·hd)</param><param name="v">(B,T,H·hd)</param>
     /// <param name="keyMask">(B,T) 1 or 0</param>
     public static void Forward<T>(Span<T> outp, Span<T> att, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
+        ReadOnlySpan<T> keyMask, int B, int Tn, int H, int hd)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            ForwardHead(outp, att, q, k, v, keyMask, b, h, Tn, H, hd);
+    }
+
+    /// <summary>All (batch, head) pairs in turn; the backend runs <see cref="BackwardHead{T}"/> in parallel instead.
+    /// Accumulates into dq, dk, dv.</summary>
+    /// <param name="datt">(B,H,T,T) scratch: receives dS</param>
+    public static void Backward<T>(Span<T> dq, Span<T> dk, Span<T> dv, Span<T> datt, ReadOnlySpan<T> dout, ReadOnlySpan<T> att,
+        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int B, int Tn, int H, int hd)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            BackwardHead(dq, dk, dv, datt, dout, att, q, k, v, b, h, Tn, H, hd);
+    }
+
+    /// <summary>
+    /// Pair (b, h) of the forward: writes out[b, :, h·hd:(h+1)·hd] and the whole (T,T) block att[b, h]
+    /// (zeros above the diagonal, at masked keys and on rows with no visible key).
+    /// </summary>
+    /// <param name="outp">(B,T,H·hd)</param><param name="att">(B,H,T,T)</param>
+    /// <param name="q">(B,T,H·hd)</param><param name="k">(B,T,H·hd)</param><param name="v">(B,T,H·hd)</param>
+    /// <param name="keyMask">(B,T) 1 or 0</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ForwardHead<T>(Span<T> outp, Span<T> att, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
+        ReadOnlySpan<T> keyMask, int b, int h, int Tn, int H, int hd)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int C = H * hd, x0 = b * Tn * C + h * hd;
+        T scale = T.One / T.Sqrt(T.CreateTruncating(hd));
+        var P = att.Slice((b * H + h) * Tn * Tn, Tn * Tn);                  // (T,T)
+        ReadOnlySpan<T> Q = q.Slice(x0), K = k.Slice(x0), V = v.Slice(x0);   // (T,hd), row stride C
+        var O = outp.Slice(x0);                                               // (T,hd), row stride C
+        T[] biasArr = ArrayPool<T>.Shared.Rent(Tn);
+        var bias = biasArr.AsSpan(0, Tn);                                     // (T): 0 for a visible key, −∞ for a padded one
+        for (int s = 0; s < Tn; s++) bias[s] = keyMask[b * Tn + s] == T.Zero ? T.NegativeInfinity : T.Zero;
+        int blocks = Blocks(Tn);
+        for (int ib = 0; ib < blocks; ib++)
+        {
+            var (i0, i1) = Block(ib, blocks, Tn);
+            int m = i1 - i0;
+            // S[i0:i1, 0:i1] = Q[i0:i1] · K[0:i1]ᵀ / √hd, into att's rows
+            Gemm.Compute(false, true, m, i1, hd, scale, Q.Slice(i0 * C), C, K, C, T.Zero, P.Slice(i0 * Tn), Tn);
+            for (int t = i0; t < i1; t++)
+            {
+                if (typeof(T) == typeof(float) && Avx512F.IsSupported)
+                    SoftmaxRow512(MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(bias), t);
+                else
+                    SoftmaxRow(P.Slice(t * Tn, Tn), bias, t);
+            }
+            // out[i0:i1] = P[i0:i1, 0:i1] · V[0:i1]
+            Gemm.Compute(false, false, m, hd, i1, T.One, P.Slice(i0 * Tn), Tn, V, C, T.Zero, O.Slice(i0 * C), C);
+        }
+        ArrayPool<T>.Shared.Return(biasArr);
+    }
+
+    /// <summary>Row t of P in place: entries [0, t] hold the scores s_t·; masked keys get −∞ through
+    /// <paramref name="bias"/>, then P_t = exp(s − max)/Σ; entries past t are cleared. No visible key: P_t = 0.
+    /// The generic form (the fp64 oracle, and float without AVX-512).</summary>
+    /// <param name="row">(T)</param><param name="bias">(T)</param>
+    static void SoftmaxRow<T>(Span<T> row, ReadOnlySpan<T> bias, int t)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var r = row.Slice(0, t + 1);
+        TensorPrimitives.Add(r, bias.Slice(0, t + 1), r);
+        T max = TensorPrimitives.Max<T>(r);
+        if (max == T.NegativeInfinity) { row.Clear(); return; }
+        TensorPrimitives.Subtract(r, max, r);
+        TensorPrimitives.Exp<T>(r, r);
+        TensorPrimitives.Multiply(r, T.One / TensorPrimitives.Sum<T>(r), r);
+        row.Slice(t + 1).Clear();
+    }
+
+    /// <summary>Row t of dS in place: entries [0, t] hold dP_t·; dS_ts = P_ts (dP_ts − Σ_s' P_ts' dP_ts'),
+    /// entries past t are cleared. The generic form.</summary>
+    /// <param name="row">(T)</param><param name="prow">(T) row t of P</param>
+    static void SoftmaxGradRow<T>(Span<T> row, ReadOnlySpan<T> prow, int t)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var r = row.Slice(0, t + 1);
+        var p = prow.Slice(0, t + 1);
+        T acc = TensorPrimitives.Dot<T>(p, r);
+        TensorPrimitives.Subtract(r, acc, r);
+        TensorPrimitives.Multiply(r, p, r);
+        row.Slice(t + 1).Clear();
+    }
+
+    // The float rows with AVX-512, written out so that they run at full speed from the first call (the
+    // library's generic span primitives start in the JIT's unoptimised tier and stay there for the first
+    // few hundred calls). Same math as the generic forms; exp is the polynomial below (≤ 2 ulp).
+
+    /// <summary><see cref="SoftmaxRow{T}"/> for float with AVX-512.</summary>
+    /// <param name="row">(T)</param><param name="bias">(T)</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void SoftmaxRow512(Span<float> row, ReadOnlySpan<float> bias, int t)
+    {
+        int n = t + 1, full = n & ~15, rem = n - full;
+        float* tail = stackalloc float[16];
+        fixed (float* r = row) fixed (float* bs = bias)
+        {
+            // masked keys to −∞, and the running max
+            var vmax = Vector512.Create(float.NegativeInfinity);
+            for (int i = 0; i < full; i += 16)
+            {
+                var x = Vector512.Load(r + i) + Vector512.Load(bs + i);
+                x.Store(r + i);
+                vmax = Avx512F.Max(vmax, x);
+            }
+            // the last n % 16 entries go through a 16-wide buffer padded with −∞ (exp → 0)
+            for (int j = 0; j < 16; j++) tail[j] = j < rem ? r[full + j] + bs[full + j] : float.NegativeInfinity;
+            var xt = Vector512.Load(tail);
+            vmax = Avx512F.Max(vmax, xt);
+            float max = vmax.ToScalar();
+            for (int j = 1; j < 16; j++) max = MathF.Max(max, vmax.GetElement(j));
+            if (max == float.NegativeInfinity) { row.Clear(); return; }
+            var vm = Vector512.Create(max);
+            var vsum = Vector512<float>.Zero;
+            for (int i = 0; i < full; i += 16)
+            {
+                var e = Exp512(Vector512.Load(r + i) - vm);
+                e.Store(r + i);
+                vsum += e;
+            }
+            var et = Exp512(xt - vm);
+            vsum += et;
+            var vinv = Vector512.Create(1f / Vector512.Sum(vsum));
+            for (int i = 0; i < full; i += 16) (Vector512.Load(r + i) * vinv).Store(r + i);
+            (et * vinv).Store(tail);
+            for (int j = 0; j < rem; j++) r[full + j] = tail[j];
+        }
+        row.Slice(n).Clear();
+    }
+
+    /// <summary><see cref="SoftmaxGradRow{T}"/> for float with AVX-512.</summary>
+    /// <param name="row">(T)</param><param name="prow">(T)</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void SoftmaxGradRow512(Span<float> row, ReadOnlySpan<float> prow, int t)
+    {
+        int n = t + 1, full = n & ~15;
+        fixed (float* r = row) fixed (float* p = prow)
+        {
+            var vacc = Vector512<float>.Zero;
+            for (int i = 0; i < full; i += 16) vacc = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), Vector512.Load(r + i), vacc);
+            float acc = Vector512.Sum(vacc);
+            for (int i = full; i < n; i++) acc = MathF.FusedMultiplyAdd(p[i], r[i], acc);
+            var va = Vector512.Create(acc);
+            for (int i = 0; i < full; i += 16) (Vector512.Load(p + i) * (Vector512.Load(r + i) - va)).Store(r + i);
+            for (int i = full; i < n; i++) r[i] = p[i] * (r[i] - acc);
+        }
+        row.Slice(n).Clear();
+    }
+
+    /// <summary>
+    /// e^x per lane, for the softmax (x ≤ 0 there): x = k·ln2 + f with k = round(x·log₂e), e^f by a degree-7
+    /// polynomial (Cephes' expf coefficients), then scaled by 2^k (vscalefps). Within 2 ulp of the exact value
+    /// on [−87.3, 0] (checked against double precision on 16 M points); 0 below −87.3 (where e^x leaves the normal
+    /// floats) and for −∞; NaN stays NaN.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Exp512(Vector512<float> x)
+    {
+        var k = Avx512F.RoundScale(x * Vector512.Create(1.44269504088896341f), 0);
+        var f = Vector512.FusedMultiplyAdd(k, Vector512.Create(-0.693359375f), x);      // ln2 in two parts
+        f = Vector512.FusedMultiplyAdd(k, Vector512.Create(2.12194440e-4f), f);
+        var p = Vector512.Create(1.9875691500e-4f);
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(5.0000001201e-1f));
+        p = Vector512.FusedMultiplyAdd(p, f * f, f + Vector512<float>.One);
+        return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(-87.3f)), Vector512<float>.Zero, Avx512F.Scale(p, k));
+    }
+
+    /// <summary>
+    /// Pair (b, h) of the backward: writes the (T,T) block datt[b, h] (dS, zero where P is) and adds into
+    /// dq, dk, dv[b, :, h·hd:(h+1)·hd].
+    /// </summary>
+    /// <param name="dq">(B,T,H·hd)</param><param name="dk">(B,T,H·hd)</param><param name="dv">(B,T,H·hd)</param>
+    /// <param name="datt">(B,H,T,T) scratch: receives dS</param><param name="dout">(B,T,H·hd)</param>
+    /// <param name="att">(B,H,T,T) P of the forward</param>
+    /// <param name="q">(B,T,H·hd)</param><param name="k">(B,T,H·hd)</param><param name="v">(B,T,H·hd)</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void BackwardHead<T>(Span<T> dq, Span<T> dk, Span<T> dv, Span<T> datt, ReadOnlySpan<T> dout, ReadOnlySpan<T> att,
+        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int b, int h, int Tn, int H, int hd)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int C = H * hd, x0 = b * Tn * C + h * hd, p0 = (b * H + h) * Tn * Tn;
+        T scale = T.One / T.Sqrt(T.CreateTruncating(hd));
+        ReadOnlySpan<T> P = att.Slice(p0, Tn * Tn);                           // (T,T)
+        var dS = datt.Slice(p0, Tn * Tn);                                     // (T,T)
+        ReadOnlySpan<T> Q = q.Slice(x0), K = k.Slice(x0), V = v.Slice(x0), dO = dout.Slice(x0);   // (T,hd), row stride C
+        Span<T> dQ = dq.Slice(x0), dK = dk.Slice(x0), dV = dv.Slice(x0);                         // (T,hd), row stride C
+        int blocks = Blocks(Tn);
+        for (int ib = 0; ib < blocks; ib++)
+        {
+            var (i0, i1) = Block(ib, blocks, Tn);
+            int m = i1 - i0;
+            // dP[i0:i1, 0:i1] = dout[i0:i1] · V[0:i1]ᵀ, into datt's rows
+            Gemm.Compute(false, true, m, i1, hd, T.One, dO.Slice(i0 * C), C, V, C, T.Zero, dS.Slice(i0 * Tn), Tn);
+            for (int t = i0; t < i1; t++)
+            {
+                if (typeof(T) == typeof(float) && Avx512F.IsSupported)
+                    SoftmaxGradRow512(MemoryMarshal.Cast<T, float>(dS.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), t);
+                else
+                    SoftmaxGradRow(dS.Slice(t * Tn, Tn), P.Slice(t * Tn, Tn), t);
+            }
+            // dQ[i0:i1] += dS[i0:i1, 0:i1] · K[0:i1] / √hd
+            Gemm.Compute(false, false, m, hd, i1, scale, dS.Slice(i0 * Tn), Tn, K, C, T.One, dQ.Slice(i0 * C), C);
+        }
+        for (int jb = 0; jb < blocks; jb++)
+        {
+            var (j0, j1) = Block(jb, blocks, Tn);
+            int n = j1 - j0, rows = Tn - j0;
+            // dK[j0:j1] += dS[j0:T, j0:j1]ᵀ · Q[j0:T] / √hd;   dV[j0:j1] += P[j0:T, j0:j1]ᵀ · dout[j0:T]
+            Gemm.Compute(true, false, n, hd, rows, scale, dS.Slice(j0 * Tn + j0), Tn, Q.Slice(j0 * C), C, T.One, dK.Slice(j0 * C), C);
+            Gemm.Compute(true, false, n, hd, rows, T.One, P.Slice(j0 * Tn + j0), Tn, dO.Slice(j0 * C), C, T.One, dV.Slice(j0 * C), C);
+        }
+    }
+
+    // ───────────── reference: the per-row form of the kernels, for the tests ─────────────
+    /// <summary>The forward one (row, head) at a time with vector dot products, as the kernel does; same outputs
+    /// as <see cref="Forward{T}"/> up to rounding.</summary>
+    /// <param name="outp">(B,T,H·hd)</param><param name="att">(B,H,T,T)</param>
+    /// <param name="q">(B,T,H·hd)</param><param name="k">(B,T,H·hd)</param><param name="v">(B,T,H·hd)</param>
+    /// <param name="keyMask">(B,T) 1 or 0</param>
+    public static void ForwardRows<T>(Span<T> outp, Span<T> att, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
         ReadOnlySpan<T> keyMask, int B, int Tn, int H, int hd)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -58,8 +318,10 @@ public static class Attention
         }
     }
 
+    /// <summary>The backward per query row (dS, dq), then per key row (dk, dv), as the kernels split it;
+    /// same outputs as <see cref="Backward{T}"/> up to rounding.</summary>
     /// <param name="datt">(B,H,T,T) scratch: receives dS</param>
-    public static void Backward<T>(Span<T> dq, Span<T> dk, Span<T> dv, Span<T> datt, ReadOnlySpan<T> dout, ReadOnlySpan<T> att,
+    public static void BackwardRows<T>(Span<T> dq, Span<T> dk, Span<T> dv, Span<T> datt, ReadOnlySpan<T> dout, ReadOnlySpan<T> att,
         ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int B, int Tn, int H, int hd)
         where T : unmanaged, IFloatingPointIeee754<T>
     {

@@ -193,17 +193,14 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
     public void AttentionForward(Tensor outp, Tensor att, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim)
     {
         var (o, a, qs, ks, vs, ms) = (F(outp), F(att), F(q), F(k), F(v), F(keyMask));
-        int c = nHeads * headDim, tt = nHeads * t * t;
-        Parallel.For(0, b, bi => Attention.Forward<T>(o.AsSpan(bi * t * c, t * c), a.AsSpan(bi * tt, tt), qs.AsSpan(bi * t * c, t * c),
-            ks.AsSpan(bi * t * c, t * c), vs.AsSpan(bi * t * c, t * c), ms.AsSpan(bi * t, t), 1, t, nHeads, headDim));
+        // one task per (batch, head) pair: its columns of out and its (T,T) block of att belong to it alone
+        Parallel.For(0, b * nHeads, p => Attention.ForwardHead<T>(o, a, qs, ks, vs, ms, p / nHeads, p % nHeads, t, nHeads, headDim));
     }
     public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim)
     {
         var (dqs, dks, dvs, das, dos, a, qs, ks, vs) = (F(dq), F(dk), F(dv), F(datt), F(dout), F(att), F(q), F(k), F(v));
-        int c = nHeads * headDim, tt = nHeads * t * t;
-        Parallel.For(0, b, bi => Attention.Backward<T>(dqs.AsSpan(bi * t * c, t * c), dks.AsSpan(bi * t * c, t * c), dvs.AsSpan(bi * t * c, t * c),
-            das.AsSpan(bi * tt, tt), dos.AsSpan(bi * t * c, t * c), a.AsSpan(bi * tt, tt), qs.AsSpan(bi * t * c, t * c),
-            ks.AsSpan(bi * t * c, t * c), vs.AsSpan(bi * t * c, t * c), 1, t, nHeads, headDim));
+        // per pair as in the forward: its columns of dq, dk, dv and its block of datt belong to it alone
+        Parallel.For(0, b * nHeads, p => Attention.BackwardHead<T>(dqs, dks, dvs, das, dos, a, qs, ks, vs, p / nHeads, p % nHeads, t, nHeads, headDim));
     }
 
     public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c)
