@@ -17,7 +17,7 @@ namespace NegDistill.Ops;
 /// Row r sees its slot's positions 0..p inclusive, so causality holds by construction: the prefill
 /// of many tokens of one slot (rows at p, p+1, ..., written to the cache before attention runs) and
 /// a single-token decode are the same op. Cache rows past p are never read, so a freed slot needs
-/// no clearing. One (row, head) follows <see cref="Attention.Forward{T}"/> over the same keys (max,
+/// no clearing. One (row, head) follows <see cref="Attention.ForwardRows{T}"/> over the same keys (max,
 /// Σexp in key order, P = e·(1/Σ), out += P·v in key order, each output element a sequential sum
 /// over keys), except that the q·k dot products are SIMD (lane partial sums), so the two agree to
 /// fp32 rounding, not bit for bit. The result of a row does not depend on the other rows of the call.
