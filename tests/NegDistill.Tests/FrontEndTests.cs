@@ -15,9 +15,9 @@ namespace NegDistill.Tests;
 [TestFixture]
 public class FrontEndTests
 {
-    static string TempDir() { var d = Path.Combine(Path.GetTempPath(), "nd-fe-" + Guid.NewGuid().ToString("N")[..8]); Directory.CreateDirectory(d); return d; }
+    internal static string TempDir() { var d = Path.Combine(Path.GetTempPath(), "nd-fe-" + Guid.NewGuid().ToString("N")[..8]); Directory.CreateDirectory(d); return d; }
 
-    static readonly LlamaConfig ByteTiny = LlamaConfig.Tiny with { Vocab = 259, MaxSeq = 192 };
+    internal static readonly LlamaConfig ByteTiny = LlamaConfig.Tiny with { Vocab = 259, MaxSeq = 192 };
 
     static string WriteBase(string dir, DType weights)
     {
@@ -185,9 +185,8 @@ public class StagePlanTests
     [Test]
     public void NegNatNcePlans_EqualThePeakTheStagesAllocate()
     {
-        var dir = Path.Combine(Path.GetTempPath(), "nd-plan-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(dir);
-        var cfg = LlamaConfig.Tiny with { Vocab = 259, MaxSeq = 192 };
+        var dir = FrontEndTests.TempDir();
+        var cfg = FrontEndTests.ByteTiny;
         string baseDir = Path.Combine(dir, "base");
         using (var m = new LlamaModel(new CpuBackend(), cfg, DType.BF16, seed: 1)) ModelIO.SaveBase(m, baseDir);
         string teacher = Path.Combine(dir, "teacher.jsonl");
