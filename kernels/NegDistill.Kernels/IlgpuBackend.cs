@@ -76,7 +76,7 @@ public sealed class IlgpuBackend : IBackend
         // a CI run once got an attention output row of zeros from the kernels (not reproducible in 300
         // repeats); ILGPU has had races in the CPU accelerator's multiprocessor and shared-memory
         // emulation (its PRs 747, 836), so groups run one at a time here. The tests also got faster.
-        _ctx = Context.Create(b => b.CPU(new CPUDevice(4, 4, 1)).Cuda().EnableAlgorithms());
+        _ctx = Context.Create(b => KernelCatalog.Configure(b.CPU(new CPUDevice(4, 4, 1)).Cuda()));
         Accelerator? acc = null;
         if (device != IlgpuDevice.Cpu)
         {

@@ -193,12 +193,14 @@ static class Program
         pipe.SetAction(r => Guarded(ct => PipelineVerb.Run(r.GetValue(pipeArg)!, ct)));
         root.Subcommands.Add(pipe);
 
+        root.Subcommands.Add(Gpu.PtxVerb.Build());
+
         return root.Parse(args).Invoke();
     }
 
     /// <summary>Runs a verb with Ctrl-C turned into cancellation (the trainer checkpoints and stops) and
     /// errors mapped to exit codes with a one-line message.</summary>
-    static int Guarded(Func<CancellationToken, int> body)
+    internal static int Guarded(Func<CancellationToken, int> body)
     {
         using var cts = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); Console.Error.WriteLine("\ninterrupt: finishing the current step and checkpointing..."); };

@@ -1,0 +1,55 @@
+using NegDistill.Kernels;
+
+namespace NegDistill.Tests;
+
+/// <summary>
+/// Static GPU checks with no GPU: every kernel's PTX (as <see cref="KernelCatalog"/> compiles it, at the
+/// engine's optimisation level) is assembled by ptxas for sm_80 and sm_90 with -v; a kernel fails when it
+/// does not assemble, spills registers, or has a stack frame (local memory: slow, and for inline-PTX
+/// kernels a sign that operands left registers). ptxas and cuobjdump come from Debian's CUDA 11.8 toolkit
+/// via `bash tools/cuda/setup.sh` (CI runs it); without them these tests fail and say so.
+/// The resource table of the same run is written by `negdistill ptx` (tools/gpu/ptxas-report.sh).
+/// </summary>
+[TestFixture]
+public class PtxasTests
+{
+    internal static string Bin => Ptxas.FindBin(TestContext.CurrentContext.TestDirectory)
+        ?? throw new AssertionException("ptxas not found: run `bash tools/cuda/setup.sh` (fetches Debian's CUDA 11.8 ptxas into .cache/cuda/bin) or set NEGDISTILL_CUDA_BIN");
+
+    static IEnumerable<TestCaseData> Cases() =>
+        from m in KernelCatalog.All
+        from arch in KernelCatalog.Architectures
+        select new TestCaseData(KernelCatalog.Name(m), KernelCatalog.ArchName(arch)).SetName($"Ptxas_{KernelCatalog.Name(m)}_{KernelCatalog.ArchName(arch)}");
+
+    [TestCaseSource(nameof(Cases))]
+    public void AssemblesWithoutSpillsOrStack(string kernel, string arch)
+    {
+        var a = KernelCatalog.Architectures.Single(x => KernelCatalog.ArchName(x) == arch);
+        var r = Ptxas.Run(Bin, kernel, arch, KernelCatalog.CompilePtx(KernelCatalog.Find(kernel), a), sass: true);
+        Assert.That(r.Assembled, Is.True, $"ptxas rejected {kernel} for {arch}:\n{r.Log}");
+        Assert.That(r.SpillStores + r.SpillLoads, Is.Zero, $"{kernel} spills on {arch}:\n{r.Log}");
+        Assert.That(r.StackBytes, Is.Zero, $"{kernel} has a stack frame on {arch}:\n{r.Log}");
+        Assert.That(r.Count("LDL") + r.Count("STL"), Is.Zero, $"{kernel} uses local memory on {arch}");
+        Assert.That(r.Registers, Is.InRange(1, 255));
+    }
+
+    [Test]
+    public void GlobalLoadsAreLdgAtTheEngineLevel()
+    {
+        // at O1 ILGPU wrote generic ld (SASS LD.E); the engine's level must give LDG
+        var r = Ptxas.Run(Bin, "RmsNormKernels.ForwardKernel", "sm_90",
+            KernelCatalog.CompilePtx(KernelCatalog.Find("RmsNormKernels.ForwardKernel"), ILGPU.Runtime.Cuda.CudaArchitecture.SM_90), sass: true);
+        Assert.That(r.Count("LDG"), Is.GreaterThan(0), r.Sass);
+        Assert.That(r.Count("LD"), Is.Zero, "generic LD.E loads left");
+    }
+
+    [Test]
+    public void ParserReadsAKnownLog()
+    {
+        // a broken PTX must come back as not assembled with ptxas's message, never as a clean result
+        var r = Ptxas.Run(Bin, "broken", "sm_80", ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k() { bogus; }\n", sass: false);
+        Assert.That(r.Assembled, Is.False);
+        Assert.That(r.Clean, Is.False);
+        Assert.That(r.Log, Does.Contain("error").IgnoreCase);
+    }
+}
