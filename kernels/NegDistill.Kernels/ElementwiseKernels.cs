@@ -13,6 +13,10 @@ public static class ElementwiseKernels
     public static void FillKernel(Index1D i, ArrayView<float> y, float v) => y[i] = v;
     public static void AxpyKernel(Index1D i, ArrayView<float> y, ArrayView<float> x, float a) => y[i] += a * x[i];
     public static void ScaleKernel(Index1D i, ArrayView<float> y, float a) => y[i] *= a;
+    /// <summary>Random weights where they live: Init.NormalAt32 (the fp32 form of the host's draw) per element.</summary>
+    public static void FillNormalKernel(Index1D i, ArrayView<float> y, float std, ulong seed) => y[i] = NegDistill.Model.Init.NormalAt32(std, seed, i);
+    public static void FillNormal16Kernel(Index1D i, ArrayView<ushort> y, float std, ulong seed, int bf16)
+        => y[i] = NegDistill.Runtime.HalfBits.Narrow(NegDistill.Model.Init.NormalAt32(std, seed, i), bf16 != 0);
 
     /// <summary>Grid: ReduceGroups groups. mode 0: Σx²; mode 1: count of non-finite values; mode 2: Σx.</summary>
     public static void ReduceKernel(ArrayView<float> x, ArrayView<float> partial, long n, int mode)
@@ -36,6 +40,8 @@ public static class ElementwiseKernels
         readonly Action<Index1D, ArrayView<float>, float> _fill = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float>(FillKernel);
         readonly Action<Index1D, ArrayView<float>, ArrayView<float>, float> _axpy = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, float>(AxpyKernel);
         readonly Action<Index1D, ArrayView<float>, float> _scale = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float>(ScaleKernel);
+        readonly Action<Index1D, ArrayView<float>, float, ulong> _normal = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float, ulong>(FillNormalKernel);
+        readonly Action<Index1D, ArrayView<ushort>, float, ulong, int> _normal16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, float, ulong, int>(FillNormal16Kernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, long, int> _reduce =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int>(ReduceKernel);
         readonly MemoryBuffer1D<float, Stride1D.Dense> _partial = acc.Allocate1D<float>(ReduceGroups);
@@ -44,6 +50,8 @@ public static class ElementwiseKernels
         public void Fill(ArrayView<float> y, float v, long n) => _fill((int)n, y, v);
         public void Axpy(ArrayView<float> y, ArrayView<float> x, float a, long n) => _axpy((int)n, y, x, a);
         public void Scale(ArrayView<float> y, float a, long n) => _scale((int)n, y, a);
+        public void FillNormal(ArrayView<float> y, float std, ulong seed) => _normal((int)y.Length, y, std, seed);
+        public void FillNormal16(ArrayView<ushort> y, float std, ulong seed, bool bf16) => _normal16((int)y.Length, y, std, seed, bf16 ? 1 : 0);
 
         public double Reduce(ArrayView<float> x, long n, int mode)
         {

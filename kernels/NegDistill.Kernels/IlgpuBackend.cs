@@ -154,6 +154,11 @@ public sealed class IlgpuBackend : IBackend
             default: throw new ArgumentException($"fill of {t} with {value}: only F32 takes non-zero fills");
         }
     }
+    public void FillNormal(Tensor t, float std, ulong seed)
+    {
+        if (t.DType == DType.F32) _ew.FillNormal(F(t), std, seed);
+        else _ew.FillNormal16(H(t), std, seed, t.DType == DType.BF16);
+    }
     public void Copy(Tensor dst, Tensor src)
     {
         if (dst.DType != src.DType) throw new ArgumentException($"copy {src} → {dst}: storage kinds differ");

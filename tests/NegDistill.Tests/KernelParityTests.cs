@@ -138,6 +138,31 @@ public class KernelParityTests
     }
 
     [Test]
+    public void FillNormal_TwinDrawsTheHostValues_KernelsTheirFp32Form([Values(DType.F32, DType.BF16, DType.F16)] DType dt)
+    {
+        // the model's weights can be drawn where they live: the twin exactly as Init.Normal, the kernels in
+        // fp32 (Init.NormalAt32) within 1e-5 relative (+ one 16-bit rounding step where narrowed)
+        const int n = 4000;
+        var host = NegDistill.Model.Init.Normal(n, 0.02f, 77);
+        float Narrowed(float v) => dt == DType.F32 ? v : HalfBits.Widen(HalfBits.Narrow(v, dt == DType.BF16), dt == DType.BF16);
+        foreach (IBackend ops in new IBackend[] { new CpuBackend(), TestUtil.Ilgpu })
+        {
+            using var t = ops.Alloc("w", dt, n);
+            ops.FillNormal(t, 0.02f, 77);
+            var got = TestUtil.Get(ops, t);
+            bool twin = ops is CpuBackend;
+            float step = dt == DType.F32 ? 0f : dt == DType.BF16 ? 1f / 128 : 1f / 1024;
+            for (int i = 0; i < n; i++)
+            {
+                if (twin) { Assert.That(got[i], Is.EqualTo(Narrowed(host[i])), $"{ops.Name} {dt} element {i}"); continue; }
+                Assert.That(got[i], Is.EqualTo(Narrowed(NegDistill.Model.Init.NormalAt32(0.02f, 77, i))), $"{ops.Name} {dt} element {i} (kernel = NormalAt32)");
+                Assert.That(got[i], Is.EqualTo(host[i]).Within(1e-5f * 0.1f + step * Math.Abs(host[i])), $"{ops.Name} {dt} element {i} vs host");
+            }
+            Assert.That(got.Select(v => (double)v * v).Average(), Is.EqualTo(0.02 * 0.02).Within(0.1 * 0.02 * 0.02), "variance of the draws");
+        }
+    }
+
+    [Test]
     public void ViewsShareStorage()
     {
         foreach (IBackend ops in new IBackend[] { new CpuBackend(), TestUtil.Ilgpu })

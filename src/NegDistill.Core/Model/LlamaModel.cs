@@ -81,8 +81,12 @@ public sealed partial class LlamaModel : IDisposable
     readonly int C, F, V, H, Hd;
 
     /// <summary>Allocates the base model; trainable base weights must be F32. Weights are random
-    /// (normal 0.02, norms 1) from the seed; load a checkpoint over them for real weights.</summary>
-    public LlamaModel(IBackend ops, LlamaConfig cfg, DType weightType = DType.F32, bool trainBase = false, ulong seed = 1)
+    /// (normal 0.02, norms 1) from the seed; load a checkpoint over them for real weights. The draws are
+    /// Init.Normal's, made on the host and uploaded, so every backend holds the same bits; with
+    /// <paramref name="drawOnDevice"/> each backend draws them itself (<see cref="IBackend.FillNormal"/>:
+    /// no host round-trip, how gpu-check makes a random LLaMA-7b in moments; kernels' draws differ from
+    /// the host's in the last bits).</summary>
+    public LlamaModel(IBackend ops, LlamaConfig cfg, DType weightType = DType.F32, bool trainBase = false, ulong seed = 1, bool drawOnDevice = false)
     {
         cfg.Validate();
         (Ops, Config) = (ops, cfg);
@@ -95,6 +99,7 @@ public sealed partial class LlamaModel : IDisposable
             var dt = isNorm || name == "model.embed_tokens.weight" ? DType.F32 : weightType;
             var p = new Param(ops, name, dt, trainBase, shape);
             if (isNorm) ops.Fill(p.W, 1f);
+            else if (drawOnDevice) ops.FillNormal(p.W, 0.02f, CounterRng.Derive(seed, pid));
             else ops.Upload(p.W, Init.Normal(p.Length, 0.02f, CounterRng.Derive(seed, pid)));
             pid++;
             return p;

@@ -111,6 +111,20 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
             default: C(t).H.AsSpan().Fill(HalfBits.Narrow(value, t.DType == DType.BF16)); break;
         }
     }
+    public void FillNormal(Tensor t, float std, ulong seed)
+    {
+        // chunks in parallel; each element is a pure function of (seed, i), so the bits do not depend on the split
+        const int chunk = 1 << 16;
+        long n = t.Length;
+        var ct = C(t);
+        Parallel.For(0, (int)((n + chunk - 1) / chunk), c =>
+        {
+            long i0 = (long)c * chunk, i1 = Math.Min(n, i0 + chunk);
+            if (t.DType == DType.F32) { var f = ct.F.AsSpan(); for (long i = i0; i < i1; i++) f[(int)i] = T.CreateTruncating(Model.Init.NormalAt(std, seed, i)); }
+            else if (t.DType is DType.F16 or DType.BF16) { var h = ct.H.AsSpan(); bool bf = t.DType == DType.BF16; for (long i = i0; i < i1; i++) h[(int)i] = HalfBits.Narrow(Model.Init.NormalAt(std, seed, i), bf); }
+            else throw new ArgumentException($"FillNormal of {t}: an I32 tensor holds no normal draws");
+        });
+    }
     public void Copy(Tensor dst, Tensor src)
     {
         if (dst.DType != src.DType) throw new ArgumentException($"copy {src} → {dst}: storage kinds differ");

@@ -39,6 +39,7 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void Download(Tensor t, Span<int> dst) => _inner.Download(t, dst);
     public void DownloadRaw16(Tensor t, Span<ushort> dst) => _inner.DownloadRaw16(t, dst);
     public void Fill(Tensor t, float value) { long t0__ = Start(); _inner.Fill(t, value); Stop("Fill", t0__); }
+    public void FillNormal(Tensor t, float std, ulong seed) { long t0__ = Start(); _inner.FillNormal(t, std, seed); Stop("FillNormal", t0__); }
     public void Copy(Tensor dst, Tensor src) { long t0__ = Start(); _inner.Copy(dst, src); Stop("Copy", t0__); }
     public void Synchronize() { long t0__ = Start(); _inner.Synchronize(); Stop("Synchronize", t0__); }
     public void Axpy(Tensor y, Tensor x, float a, long n) { long t0__ = Start(); _inner.Axpy(y, x, a, n); Stop("Axpy", t0__); }
