@@ -12,9 +12,11 @@ namespace NegDistill.Kernels;
 public sealed class IlgpuTensor : Tensor
 {
     readonly MemoryBuffer? _owned;
+    readonly Action<long>? _onFree;
 
-    internal IlgpuTensor(Accelerator acc, string name, DType dtype, int[] shape) : base(name, dtype, shape)
+    internal IlgpuTensor(Accelerator acc, string name, DType dtype, int[] shape, Action<long>? onFree = null) : base(name, dtype, shape)
     {
+        _onFree = onFree;
         switch (dtype)
         {
             case DType.F32: { var m = acc.Allocate1D<float>(Length); m.MemSetToZero(); _owned = m; FV = m.View; break; }
@@ -34,7 +36,13 @@ public sealed class IlgpuTensor : Tensor
     internal ArrayView<float> FV { get; }
     internal ArrayView<int> IV { get; }
     internal ArrayView<ushort> HV { get; }
-    public override void Dispose() => _owned?.Dispose();
+    int _freed;
+    public override void Dispose()
+    {
+        if (_owned == null || Interlocked.Exchange(ref _freed, 1) != 0) return;
+        _owned.Dispose();
+        _onFree?.Invoke(Bytes);
+    }
 }
 
 /// <summary>Which ILGPU device runs the kernels.</summary>
@@ -76,13 +84,26 @@ public sealed class IlgpuBackend : IBackend
         // a CI run once got an attention output row of zeros from the kernels (not reproducible in 300
         // repeats); ILGPU has had races in the CPU accelerator's multiprocessor and shared-memory
         // emulation (its PRs 747, 836), so groups run one at a time here. The tests also got faster.
+        CudaDriver.InstallResolver();
         _ctx = Context.Create(b => KernelCatalog.Configure(b.CPU(new CPUDevice(4, 4, 1)).Cuda()));
         Accelerator? acc = null;
         if (device != IlgpuDevice.Cpu)
         {
             var cuda = _ctx.GetCudaDevices();
-            if (cuda.Count > 0) acc = cuda[0].CreateAccelerator(_ctx);
-            else if (device == IlgpuDevice.Cuda) throw new InvalidOperationException("no CUDA device found (ILGPU saw none); use --device cpu");
+            if (cuda.Count > 0)
+            {
+                try { acc = cuda[0].CreateAccelerator(_ctx); }
+                catch (Exception e) when (e is CudaException or NotSupportedException or InvalidOperationException)
+                {
+                    _ctx.Dispose();
+                    throw new InvalidOperationException($"ILGPU found {cuda[0].Name} but could not create a CUDA accelerator on it: {e.Message} ({CudaDriver.Probe()}; driver API {cuda[0].DriverVersion})", e);
+                }
+            }
+            else if (device == IlgpuDevice.Cuda)
+            {
+                _ctx.Dispose();
+                throw new InvalidOperationException($"no CUDA device found: ILGPU saw none ({CudaDriver.Probe()}); use --device cpu");
+            }
         }
         Accelerator = acc ?? _ctx.GetCPUDevice(0).CreateAccelerator(_ctx);
         _group = Math.Min(GroupReduce.MaxGroup, Accelerator.MaxNumThreadsPerGroup);
@@ -107,6 +128,17 @@ public sealed class IlgpuBackend : IBackend
     }
 
     public string Name => Accelerator.AcceleratorType == AcceleratorType.Cuda ? $"ilgpu-cuda ({Accelerator.Name})" : "ilgpu-cpu";
+
+    /// <summary>What ILGPU found: device, architecture, the PTX ISA it compiles for, driver API version,
+    /// multiprocessors, memory. For gpu-check's first lines.</summary>
+    public string Describe()
+    {
+        if (Accelerator is CudaAccelerator c)
+            return $"{c.Name}: {c.Architecture}, PTX ISA {c.InstructionSet}, CUDA driver API {c.DriverVersion}, " +
+                   $"{c.NumMultiprocessors} SMs at {c.ClockRate / 1000} MHz, {c.MemorySize / (double)(1L << 30):F1} GiB, L2 {c.L2CacheSize / (1 << 20)} MiB, " +
+                   $"{c.MaxSharedMemoryPerGroup / 1024} KiB shared memory per group, ILGPU optimisation {KernelCatalog.Level}";
+        return $"ILGPU CPU accelerator ({Accelerator.NumMultiprocessors} simulated multiprocessor, groups of {_group} threads); kernels run as .NET code, inline PTX skipped";
+    }
     public bool IsCuda => Accelerator.AcceleratorType == AcceleratorType.Cuda;
 
     static IlgpuTensor G(Tensor t) => t as IlgpuTensor ?? throw new ArgumentException($"tensor {t} does not belong to the ILGPU backend");
@@ -114,7 +146,21 @@ public sealed class IlgpuBackend : IBackend
     static ArrayView<int> I(Tensor t) => t.DType == DType.I32 ? G(t).IV : throw new ArgumentException($"tensor {t} is {t.DType}, the op needs I32");
     static ArrayView<ushort> H(Tensor t) => t.DType is DType.F16 or DType.BF16 ? G(t).HV : throw new ArgumentException($"tensor {t} is {t.DType}, the op needs F16/BF16");
 
-    public Tensor Alloc(string name, DType dtype, params int[] shape) => new IlgpuTensor(Accelerator, name, dtype, shape);
+    public Tensor Alloc(string name, DType dtype, params int[] shape)
+    {
+        var t = new IlgpuTensor(Accelerator, name, dtype, shape, b => Interlocked.Add(ref _live, -b));
+        long live = Interlocked.Add(ref _live, t.Bytes), peak;
+        while (live > (peak = Interlocked.Read(ref _peak)) && Interlocked.CompareExchange(ref _peak, live, peak) != peak) { }
+        return t;
+    }
+
+    /// <summary>Bytes of tensors allocated through <see cref="Alloc"/> and not yet disposed (the kernels'
+    /// own small buffers excluded), and the most held at once since the last <see cref="ResetPeak"/>:
+    /// what gpu-check sets beside the memory plan.</summary>
+    public long LiveBytes => Interlocked.Read(ref _live);
+    public long PeakBytes => Interlocked.Read(ref _peak);
+    public void ResetPeak() => Interlocked.Exchange(ref _peak, Interlocked.Read(ref _live));
+    long _live, _peak;
     public Tensor View(Tensor t, long offset, params int[] shape) => new IlgpuTensor(G(t), offset, shape);
 
     public void Upload(Tensor t, ReadOnlySpan<float> src)

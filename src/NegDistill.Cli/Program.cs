@@ -194,6 +194,7 @@ static class Program
         root.Subcommands.Add(pipe);
 
         root.Subcommands.Add(Gpu.PtxVerb.Build());
+        root.Subcommands.Add(Gpu.GpuCheck.Build());
 
         return root.Parse(args).Invoke();
     }
