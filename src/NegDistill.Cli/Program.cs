@@ -11,7 +11,10 @@ static class ExitCodes
 
 static class Program
 {
-    static int Main(string[] args)
+    static int Main(string[] args) => Run(args);
+
+    /// <summary>The whole command line, as a function (tests call verbs through it).</summary>
+    internal static int Run(string[] args)
     {
         var root = new RootCommand("NegDistill: distil reasoning from a teacher's right and wrong rationales into a small LLaMA (Li et al., AAAI 2024).");
 
@@ -195,6 +198,7 @@ static class Program
 
         root.Subcommands.Add(Gpu.PtxVerb.Build());
         root.Subcommands.Add(Gpu.GpuCheck.Build());
+        root.Subcommands.Add(Gpu.InteropVerb.Build());
 
         return root.Parse(args).Invoke();
     }

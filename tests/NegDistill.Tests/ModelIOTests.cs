@@ -29,6 +29,29 @@ public class ModelIOTests
         Assert.That(b.Logits(batch), Is.EqualTo(a.Logits(batch)));
     }
 
+    static string ConfigWith(string ropeFields)
+    {
+        var d = TempDir();
+        File.WriteAllText(Path.Combine(d, "config.json"),
+            "{\"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"intermediate_size\": 64, \"vocab_size\": 64" + ropeFields + "}");
+        return d;
+    }
+
+    [Test]
+    public void Config_RopeTheta_FromTransformers4And5Layouts()
+    {
+        Assert.That(ModelIO.ReadConfig(ConfigWith("")).RopeTheta, Is.EqualTo(10000f));
+        Assert.That(ModelIO.ReadConfig(ConfigWith(", \"rope_theta\": 50000.0, \"rope_scaling\": null")).RopeTheta, Is.EqualTo(50000f));
+        // transformers 5 writes RoPE's settings as one object
+        Assert.That(ModelIO.ReadConfig(ConfigWith(", \"rope_parameters\": {\"rope_theta\": 20000.0, \"rope_type\": \"default\"}")).RopeTheta, Is.EqualTo(20000f));
+        foreach (var scaled in new[] { ", \"rope_parameters\": {\"rope_theta\": 500000.0, \"rope_type\": \"llama3\", \"factor\": 8.0}",
+                                       ", \"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}" })
+        {
+            var ex = Assert.Throws<InvalidDataException>(() => ModelIO.ReadConfig(ConfigWith(scaled)));
+            Assert.That(ex!.Message, Does.Contain("config.json").And.Contain("scaled RoPE"));
+        }
+    }
+
     [Test]
     public void BaseCheckpoint_MismatchesAreNamed()
     {

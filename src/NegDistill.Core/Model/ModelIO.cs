@@ -68,12 +68,31 @@ public static class ModelIO
             FfnDim = Int("intermediate_size"), Vocab = Int("vocab_size"),
             MaxSeq = r.TryGetProperty("max_position_embeddings", out var mp) ? mp.GetInt32() : 2048,
             NormEps = r.TryGetProperty("rms_norm_eps", out var e) ? e.GetSingle() : 1e-6f,
-            RopeTheta = r.TryGetProperty("rope_theta", out var th) ? th.GetSingle() : 10000f,
+            RopeTheta = RopeTheta(r, path),
             Bos = r.TryGetProperty("bos_token_id", out var b) && b.ValueKind == JsonValueKind.Number ? b.GetInt32() : 1,
             Eos = r.TryGetProperty("eos_token_id", out var eo) && eo.ValueKind == JsonValueKind.Number ? eo.GetInt32() : 2,
         };
         c.Validate();
         return c;
+    }
+
+    /// <summary>RoPE's base: transformers 4 writes `rope_theta` (and `rope_scaling`), transformers 5 a
+    /// `rope_parameters` object holding `rope_theta` and `rope_type`. Only plain RoPE is implemented, so a
+    /// scaled variant (llama3, linear, dynamic, yarn, …) is refused rather than silently run unscaled.</summary>
+    static float RopeTheta(JsonElement r, string path)
+    {
+        float theta = r.TryGetProperty("rope_theta", out var th) && th.ValueKind == JsonValueKind.Number ? th.GetSingle() : 10000f;
+        foreach (var field in new[] { "rope_parameters", "rope_scaling" })
+        {
+            if (!r.TryGetProperty(field, out var rp) || rp.ValueKind == JsonValueKind.Null) continue;
+            if (rp.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: field '{field}' is not an object");
+            string type = rp.TryGetProperty("rope_type", out var rt) && rt.ValueKind == JsonValueKind.String ? rt.GetString()!
+                        : rp.TryGetProperty("type", out var ty) && ty.ValueKind == JsonValueKind.String ? ty.GetString()! : "default";
+            if (type != "default")
+                throw new InvalidDataException($"{path}: {field}.rope_type '{type}' is a scaled RoPE; NegDistill implements plain RoPE (LLaMA-1/2) only");
+            if (rp.TryGetProperty("rope_theta", out var t2) && t2.ValueKind == JsonValueKind.Number) theta = t2.GetSingle();
+        }
+        return theta;
     }
 
     /// <summary>The precision the checkpoint stores its projections in (the q_proj of layer 0 decides):
