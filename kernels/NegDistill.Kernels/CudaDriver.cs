@@ -45,8 +45,13 @@ public static class CudaDriver
                 bool init = NativeLibrary.TryGetExport(h, "cuInit", out _);
                 return $"CUDA driver library: {c} loads{(init ? "" : " but exports no cuInit")}";
             }
-            catch (DllNotFoundException e) { errors.Add($"{c}: {e.Message.Split('\n')[0]}"); }
+            catch (DllNotFoundException e)
+            {
+                // .NET's message is a generic sentence, then the loader's own reason on the next line
+                var lines = e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                errors.Add(lines.Length > 1 ? lines[^1] : lines[0]);
+            }
         }
-        return "CUDA driver library: not found (" + string.Join("; ", errors.Take(3)) + (errors.Count > 3 ? "; …" : "") + ")";
+        return "CUDA driver library: not found (" + string.Join("; ", errors.Take(2)) + (errors.Count > 2 ? $"; {errors.Count - 2} more places tried" : "") + ")";
     }
 }

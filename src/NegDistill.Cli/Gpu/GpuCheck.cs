@@ -262,7 +262,7 @@ sealed class CheckRun(IBackend dev, IBackend twin, GpuReport rep, Budget budget)
         {
             dev.Fill(a, 1f);
             var (ms, _) = Time(() => dev.Copy(b, a));
-            rep.CopyGBps = 2.0 * 4 * floats / (ms * 1e-3) / 1e9;
+            rep.CopyGbps = 2.0 * 4 * floats / (ms * 1e-3) / 1e9;
         }
         int n = floats >= 1L << 28 ? 8192 : 64;
         using (var x = dev.Alloc("mm.a", DType.F32, n, n))
@@ -274,6 +274,6 @@ sealed class CheckRun(IBackend dev, IBackend twin, GpuReport rep, Budget budget)
             rep.BestMatMulTflops = 2.0 * n * n * n / (ms * 1e-3) / 1e12;
             rep.BestMatMulWhat = $"{rep.MatMulPath}, {n}×{n}×{n} NT, F32 A × BF16 B";
         }
-        GpuCheck.Say($"ceilings: copy {rep.CopyGBps:F0} GB/s, matmul {rep.BestMatMulTflops:F2} TFLOP/s ({rep.BestMatMulWhat})");
+        GpuCheck.Say($"ceilings: copy {rep.CopyGbps:F0} GB/s, matmul {rep.BestMatMulTflops:F2} TFLOP/s ({rep.BestMatMulWhat})");
     }
 }

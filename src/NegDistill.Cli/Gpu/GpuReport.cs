@@ -16,7 +16,7 @@ public sealed record TimingRow(string Family, string Op, string Shape, double Me
 }
 
 /// <summary>One whole training step or decoding run.</summary>
-public sealed record StageRow(string Stage, string Setting, double MsPerStep, double TokensPerSecond, double Tflops, double PeakGiB, double PlanGiB, int Steps);
+public sealed record StageRow(string Stage, string Setting, double MsPerStep, double TokensPerSecond, double Tflops, double PeakGib, double PlanGib, int Steps);
 
 /// <summary>Everything gpu-check measured, written as report.json (for tools/gpu/combine.py) and report.md.</summary>
 public sealed class GpuReport
@@ -26,7 +26,7 @@ public sealed class GpuReport
     public string Device { get; set; } = "";
     public bool DeviceReady { get; set; }
     public string MatMulPath { get; set; } = "";
-    public double CopyGBps { get; set; }
+    public double CopyGbps { get; set; }
     public double BestMatMulTflops { get; set; }
     public string BestMatMulWhat { get; set; } = "";
     public List<CheckRow> Checks { get; } = new();
@@ -79,7 +79,7 @@ public sealed class GpuReport
         sb.AppendLine();
         sb.AppendLine("## Ceilings measured in this run");
         sb.AppendLine();
-        sb.AppendLine($"- device-to-device copy: {F(CopyGBps, 0)} GB/s (bytes read + written)");
+        sb.AppendLine($"- device-to-device copy: {F(CopyGbps, 0)} GB/s (bytes read + written)");
         sb.AppendLine($"- best matmul: {G(BestMatMulTflops)} TFLOP/s ({BestMatMulWhat})");
         sb.AppendLine();
         if (Timings.Count > 0)
@@ -91,7 +91,7 @@ public sealed class GpuReport
             foreach (var t in Timings)
                 sb.AppendLine($"| {t.Family} | {t.Op} | {t.Shape} | {G(t.MedianMs)} | {(t.Flops > 0 ? G(t.Tflops) : "—")} | " +
                               $"{(t.Flops > 0 && BestMatMulTflops > 0 ? F(100 * t.Tflops / BestMatMulTflops, 1) + " %" : "—")} | {(t.Bytes > 0 ? G(t.Gbps) : "—")} | " +
-                              $"{(t.Bytes > 0 && CopyGBps > 0 ? F(100 * t.Gbps / CopyGBps, 1) + " %" : "—")} | {t.Samples} |");
+                              $"{(t.Bytes > 0 && CopyGbps > 0 ? F(100 * t.Gbps / CopyGbps, 1) + " %" : "—")} | {t.Samples} |");
             sb.AppendLine();
         }
         if (Stages.Count > 0)
@@ -101,7 +101,7 @@ public sealed class GpuReport
             sb.AppendLine("| stage | setting | ms per step | tokens/s | TFLOP/s | peak GiB | plan GiB | steps |");
             sb.AppendLine("|---|---|---|---|---|---|---|---|");
             foreach (var s in Stages)
-                sb.AppendLine($"| {s.Stage} | {s.Setting} | {G(s.MsPerStep)} | {G(s.TokensPerSecond)} | {(s.Tflops > 0 ? G(s.Tflops) : "—")} | {G(s.PeakGiB)} | {(s.PlanGiB > 0 ? G(s.PlanGiB) : "—")} | {s.Steps} |");
+                sb.AppendLine($"| {s.Stage} | {s.Setting} | {G(s.MsPerStep)} | {G(s.TokensPerSecond)} | {(s.Tflops > 0 ? G(s.Tflops) : "—")} | {G(s.PeakGib)} | {(s.PlanGib > 0 ? G(s.PlanGib) : "—")} | {s.Steps} |");
             sb.AppendLine();
         }
         if (NotReached.Count > 0)
@@ -130,10 +130,10 @@ public sealed class GpuReport
         sb.AppendLine($"| device | {Device} |");
         foreach (var g in Checks.GroupBy(c => c.Part))
             sb.AppendLine($"| correctness, {g.Key} | {g.Count(c => c.Pass)}/{g.Count()} pass{(g.Any(c => !c.Pass) ? ": FAIL " + string.Join(", ", g.Where(c => !c.Pass).Select(c => $"{c.Family} {c.Op}")) : "")} |");
-        if (CopyGBps > 0) sb.AppendLine($"| copy bandwidth | {F(CopyGBps, 0)} GB/s |");
+        if (CopyGbps > 0) sb.AppendLine($"| copy bandwidth | {F(CopyGbps, 0)} GB/s |");
         if (BestMatMulTflops > 0) sb.AppendLine($"| best matmul | {G(BestMatMulTflops)} TFLOP/s ({BestMatMulWhat}) |");
         foreach (var s in Stages)
-            sb.AppendLine($"| {s.Stage}, {s.Setting} | {G(s.MsPerStep)} ms, {G(s.TokensPerSecond)} tok/s, peak {G(s.PeakGiB)} GiB{(s.PlanGiB > 0 ? $" (plan {G(s.PlanGiB)})" : "")} |");
+            sb.AppendLine($"| {s.Stage}, {s.Setting} | {G(s.MsPerStep)} ms, {G(s.TokensPerSecond)} tok/s, peak {G(s.PeakGib)} GiB{(s.PlanGib > 0 ? $" (plan {G(s.PlanGib)})" : "")} |");
         if (NotReached.Count > 0) sb.AppendLine($"| not reached | {NotReached.Count} items (see report.md) |");
         return sb.ToString();
     }

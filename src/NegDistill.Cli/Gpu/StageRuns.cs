@@ -200,7 +200,7 @@ sealed class StageRuns(IBackend dev, IBackend twin, GpuReport rep, Budget budget
         rep.Stages.Add(new StageRow(stage, setting, sec * 1e3, tokens / sec, flops / sec / 1e12, PeakBytes() / (double)(1L << 30), plan.Total / (double)(1L << 30), times.Count));
         if (!double.IsFinite(loss)) rep.Checks.Add(new CheckRow("stages", stage, "loss is finite", setting, double.NaN, 0, 1, false, $"loss {loss}"));
         var r = rep.Stages[^1];
-        GpuCheck.Say($"  stage {stage}, {setting}: {r.MsPerStep:F1} ms/step, {r.TokensPerSecond:F0} tok/s, {r.Tflops:F1} TFLOP/s, peak {r.PeakGiB:F1} GiB (plan {r.PlanGiB:F1}), loss {loss:F3}");
+        GpuCheck.Say($"  stage {stage}, {setting}: {r.MsPerStep:F1} ms/step, {r.TokensPerSecond:F0} tok/s, {r.Tflops:F1} TFLOP/s, peak {r.PeakGib:F1} GiB (plan {r.PlanGib:F1}), loss {loss:F3}");
     }
 
     // ------------------------------------------------------------------ decoding
@@ -229,7 +229,7 @@ sealed class StageRuns(IBackend dev, IBackend twin, GpuReport rep, Budget budget
             if (samples.Any(x => x.TokenCount != newTokens))
                 rep.Checks.Add(new CheckRow("decode", "Sampler", "every sequence reached its token budget", $"batch {b}", double.NaN, 0, samples.Count(x => x.TokenCount != newTokens), false));
             var r = rep.Stages[^1];
-            GpuCheck.Say($"  decode batch {b}: {r.TokensPerSecond:F0} tok/s ({r.MsPerStep:F2} ms per step), peak {r.PeakGiB:F2} GiB (plan {r.PlanGiB:F2})");
+            GpuCheck.Say($"  decode batch {b}: {r.TokensPerSecond:F0} tok/s ({r.MsPerStep:F2} ms per step), peak {r.PeakGib:F2} GiB (plan {r.PlanGib:F2})");
         }
     }
 
