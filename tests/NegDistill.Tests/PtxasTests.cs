@@ -33,6 +33,27 @@ public class PtxasTests
         Assert.That(r.Registers, Is.InRange(1, 255));
     }
 
+    [TestCase("sm_80")]
+    [TestCase("sm_90")]
+    public void TensorCoreMatMul_IsOnTheTensorCorePath(string arch)
+    {
+        // MatMulKernels version 2: per k16 step 16 HMMA fed by 6 LDSM (4 for A, 2 for B; a .trans and a plain
+        // variant each), tiles staged by cp.async (LDGSTS); no local memory anywhere (the operands of ILGPU's
+        // inline PTX would otherwise pass through it)
+        var a = KernelCatalog.Architectures.Single(x => KernelCatalog.ArchName(x) == arch);
+        string ptx = KernelCatalog.CompilePtx(KernelCatalog.Find("MatMulKernels.MmaKernel"), a);
+        Assert.That(ptx, Does.Contain(".extern .shared").And.Contain("__dyn_shared_alloca"), "the strings address ILGPU's dynamic shared array by name");
+        Assert.That(ptx, Does.Not.Contain("__shared_alloca"), "no static shared memory before the dynamic array");
+        var r = Ptxas.Run(Bin, "MatMulKernels.MmaKernel", arch, ptx, sass: true);
+        Assert.That(r.Clean, Is.True, r.Log);
+        Assert.That(r.Count("HMMA"), Is.GreaterThanOrEqualTo(16), "HMMA.16816");
+        Assert.That(System.Text.RegularExpressions.Regex.Matches(r.Sass!, @"HMMA\.16816\.F32\.BF16").Count, Is.GreaterThanOrEqualTo(16));
+        Assert.That(r.Count("LDSM"), Is.GreaterThanOrEqualTo(6));
+        Assert.That(r.Count("LDGSTS"), Is.GreaterThanOrEqualTo(2));
+        Assert.That(r.Count("LDL") + r.Count("STL"), Is.Zero);
+        Assert.That(r.Registers, Is.LessThanOrEqualTo(128), "two groups of 256 threads per SM need ≤ 128 registers");
+    }
+
     [Test]
     public void GlobalLoadsAreLdgAtTheEngineLevel()
     {
