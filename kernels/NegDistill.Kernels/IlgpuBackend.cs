@@ -75,6 +75,9 @@ public sealed class IlgpuBackend : IBackend
     readonly MemoryBuffer1D<float, Stride1D.Dense> _dummyF;
     readonly MemoryBuffer1D<ushort, Stride1D.Dense> _dummyH;
     readonly Dictionary<(int, float), MemoryBuffer1D<float, Stride1D.Dense>> _invFreq = new();
+    readonly CuBlasLt? _lt;
+    MemoryBuffer1D<byte, Stride1D.Dense>? _ltWorkspace;
+    Tensor? _a16;                          // A cast to 16 bits for the tensor-core paths, grown as needed
 
     public IlgpuBackend(IlgpuDevice device = IlgpuDevice.Auto)
     {
@@ -125,7 +128,38 @@ public sealed class IlgpuBackend : IBackend
         _nat = new(Accelerator, _group);
         _dummyF = Accelerator.Allocate1D<float>(1);
         _dummyH = Accelerator.Allocate1D<ushort>(1);
+        if (Accelerator is CudaAccelerator)
+        {
+            _lt = CuBlasLt.TryCreate(((CudaStream)Accelerator.DefaultStream).StreamPtr, bytes =>
+            {
+                _ltWorkspace = Accelerator.Allocate1D<byte>(bytes);
+                return Addr((ArrayView<byte>)_ltWorkspace.View);
+            }, out string why);
+            LibraryStatus = _lt?.Description ?? why;
+        }
+        else LibraryStatus = "not on CUDA";
+        MatMulVersion = Environment.GetEnvironmentVariable("NEGDISTILL_MATMUL")?.ToLowerInvariant() switch
+        {
+            null or "" or "auto" => MatMulKernels.Version.Auto,
+            "v1" => MatMulKernels.Version.V1Simt, "v2" => MatMulKernels.Version.V2Mma, "library" or "cublaslt" => MatMulKernels.Version.Library,
+            var v => throw new ArgumentException($"NEGDISTILL_MATMUL: '{v}' is not auto, v1, v2 or library"),
+        };
     }
+
+    /// <summary>Which matmul code runs (<see cref="MatMulKernels.Version"/>; $NEGDISTILL_MATMUL sets it at start,
+    /// gpu-check sets it to check and time each). Auto: cuBLASLt where it loaded, else version 2 where its
+    /// preconditions hold (16-bit B on CUDA), else version 1.</summary>
+    public MatMulKernels.Version MatMulVersion { get; set; }
+    /// <summary>cuBLASLt's description, or why it is not in use.</summary>
+    public string LibraryStatus { get; }
+    public bool HasLibrary => _lt != null;
+    public bool HasTensorCoreKernel => _mm.HasTensorCores;
+
+    /// <summary>The matmul code Auto resolves to for frozen 16-bit weights and for F32 × F32, in words.</summary>
+    public string MatMulPath => !IsCuda ? "v1 SIMT fp32 tiles (ILGPU CPU accelerator: inline PTX skipped)"
+        : _lt != null && MatMulVersion is MatMulKernels.Version.Auto or MatMulKernels.Version.Library ? $"library: {_lt.Description} (BF16/F16 × BF16/F16 → F32; F32 × F32 in TF32)"
+        : MatMulVersion is MatMulKernels.Version.Auto or MatMulKernels.Version.V2Mma ? $"v2 mma.sync BF16/F16 tensor cores for 16-bit weights, v1 SIMT for F32 × F32 (cuBLASLt: {LibraryStatus})"
+        : "v1 SIMT fp32 tiles";
 
     public string Name => Accelerator.AcceleratorType == AcceleratorType.Cuda ? $"ilgpu-cuda ({Accelerator.Name})" : "ilgpu-cpu";
 
@@ -233,7 +267,40 @@ public sealed class IlgpuBackend : IBackend
             BKind = b.DType switch { DType.F32 => 0, DType.F16 => 1, DType.BF16 => 2, _ => throw new ArgumentException($"MatMul B {b}: unsupported dtype") },
             Alpha = alpha, Beta = beta,
         };
+        var v = MatMulVersion;
+        if (IsCuda && v != MatMulKernels.Version.V1Simt)
+        {
+            bool sixteen = b.DType is DType.F16 or DType.BF16;
+            if (_lt != null && v is MatMulKernels.Version.Auto or MatMulKernels.Version.Library)
+            {
+                if (sixteen) _lt.Gemm(Addr(F(c)), Addr(A16(a, (long)m * k, b.DType)), Addr(H(b)), b.DType, d);
+                else _lt.Gemm(Addr(F(c)), Addr(F(a)), Addr(F(b)), DType.F32, d);
+                return;
+            }
+            if (sixteen && v is MatMulKernels.Version.Auto or MatMulKernels.Version.V2Mma)
+            {
+                var a16 = A16(a, (long)m * k, b.DType);
+                ulong pa = Addr(a16), pb = Addr(H(b));
+                if (MatMulKernels.Launcher.MmaFits(d, pa, pb)) { _mm.LaunchMma(F(c), pa, pb, d, b.DType == DType.F16); return; }
+            }
+            if (v == MatMulKernels.Version.Library) throw new InvalidOperationException($"matmul version 'library' was asked for but {LibraryStatus}");
+        }
+        else if (v is MatMulKernels.Version.V2Mma or MatMulKernels.Version.Library && !IsCuda)
+            throw new NotSupportedException($"matmul version {v} needs a CUDA accelerator; the ILGPU CPU accelerator runs version 1 only (inline PTX is skipped there)");
         _mm.Launch(F(c), F(a), b.DType == DType.F32 ? F(b) : _dummyF.View, b.DType == DType.F32 ? _dummyH.View : H(b), d);
+    }
+
+    static ulong Addr<T>(ArrayView<T> v) where T : unmanaged => (ulong)v.LoadEffectiveAddressAsPtr().ToInt64();
+
+    /// <summary>A (F32, n values) narrowed into the 16-bit scratch in the weights' kind: the tensor-core
+    /// paths take both operands in 16 bits. The scratch grows to the largest A seen and is counted in
+    /// <see cref="LiveBytes"/>.</summary>
+    ArrayView<ushort> A16(Tensor a, long n, DType kind)
+    {
+        if (_a16 == null || _a16.Length < n) { _a16?.Dispose(); _a16 = Alloc("matmul.a16", DType.BF16, (int)n); }
+        var view = H(_a16).SubView(0, n);
+        _mm.Cast(F(a).SubView(0, n), view, n, kind == DType.BF16);
+        return view;
     }
 
     public void EmbeddingForward(Tensor outp, Tensor tokens, Tensor wte, int n, int c) => _emb.Forward(F(outp), I(tokens), F(wte), n, c);
@@ -308,6 +375,9 @@ public sealed class IlgpuBackend : IBackend
 
     public void Dispose()
     {
+        _lt?.Dispose();
+        _ltWorkspace?.Dispose();
+        _a16?.Dispose();
         foreach (var b in _invFreq.Values) b.Dispose();
         _dummyF.Dispose(); _dummyH.Dispose();
         Accelerator.Dispose();

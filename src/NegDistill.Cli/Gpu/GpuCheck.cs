@@ -76,7 +76,8 @@ static class GpuCheck
         using var _dev = dev;
         rep.DeviceReady = true;
         rep.Device = dev is IlgpuBackend ib ? $"{ib.Name}: {ib.Describe()}" : $"{dev.Name} (the CPU twin itself: checks compare it with a second copy of itself)";
-        rep.MatMulPath = dev is IlgpuBackend ? MatMulTolerance.Simt.Path : "CPU twin packed GEMM";
+        rep.MatMulPath = MatMulTolerance.For(dev).Path;
+        if (dev is IlgpuBackend lb) rep.Header.Add($"cuBLASLt: {lb.LibraryStatus}");
         Say($"device: {rep.Device}");
         bool cuda = dev is IlgpuBackend { IsCuda: true };
         if (!cuda && !quick)
@@ -85,7 +86,7 @@ static class GpuCheck
             rep.Notes.Add($"--device {device}: LLaMA-7b shapes need a GPU; ran the tiny shapes (as with --quick)");
             Say(rep.Notes[^1]);
         }
-        var mmTol = MatMulTolerance.Simt;
+        var mmTol = MatMulTolerance.For(dev);
         using var twin = new CpuBackend();
         var run = new CheckRun(dev, twin, rep, budget);
 
@@ -96,6 +97,7 @@ static class GpuCheck
                 run.Ceilings(quick ? 1 << 20 : 1L << 28);
                 run.Cases("tiny", OpCases.All(OpCases.Shapes.Tiny, mmTol), time: quick);
                 if (!quick) run.Cases("7B", OpCases.All(OpCases.Shapes.Llama7B, mmTol), time: true);
+                if (!quick && dev is IlgpuBackend { IsCuda: true } cb) run.MatMulVersions(cb);
             }
             var stages = new StageRuns(dev, twin, rep, budget, quick);
             if (parts.Contains("model")) stages.ModelChecks();
@@ -250,6 +252,34 @@ sealed class CheckRun(IBackend dev, IBackend twin, GpuReport rep, Budget budget)
         }
         Array.Sort(t);
         return (1e3 * (samples % 2 == 1 ? t[samples / 2] : 0.5 * (t[samples / 2 - 1] + t[samples / 2])), samples);
+    }
+
+    /// <summary>Every matmul version side by side (llm.c's dev/cuda way) at the 7B GEMMs with frozen BF16
+    /// weights: each checked against the twin within its own tolerance, then timed.</summary>
+    public void MatMulVersions(IlgpuBackend b)
+    {
+        var old = b.MatMulVersion;
+        var versions = new List<(MatMulKernels.Version V, string Name, double Tol)> { (MatMulKernels.Version.V1Simt, "v1 SIMT", Tolerances.Fp32) };
+        if (b.HasTensorCoreKernel) versions.Add((MatMulKernels.Version.V2Mma, "v2 mma.sync", Tolerances.Bf16));
+        if (b.HasLibrary) versions.Add((MatMulKernels.Version.Library, "cuBLASLt", Tolerances.Bf16));
+        else rep.Notes.Add($"cuBLASLt not timed: {b.LibraryStatus}");
+        try
+        {
+            foreach (var (v, name, tol) in versions)
+            {
+                b.MatMulVersion = v;
+                var cases = OpCases.All(OpCases.Shapes.Llama7B, new MatMulTolerance(tol, Tolerances.Fp32, name))
+                    .Where(c => c.Family == "MatMul")
+                    .Select(c => new OpCase
+                    {
+                        Family = $"MatMul {name}", Name = c.Name, Shape = c.Shape, Inputs = c.Inputs, Run = c.Run, Outputs = c.Outputs, Poisoned = c.Poisoned,
+                        Tolerance = c.Tolerance, Flops = c.Flops, Bytes = c.Bytes,
+                    })
+                    .Where(c => !c.Name.StartsWith("LoRA", StringComparison.Ordinal) && !c.Name.StartsWith("square, F32", StringComparison.Ordinal));
+                Cases($"7B matmul {name}", cases, time: true);
+            }
+        }
+        finally { b.MatMulVersion = old; }
     }
 
     /// <summary>The two ceilings: a large device-to-device copy (bytes read + written) and the best

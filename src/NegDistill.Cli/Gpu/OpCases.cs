@@ -56,6 +56,18 @@ static class Tolerances
 sealed record MatMulTolerance(double Bf16B, double F32B, string Path)
 {
     public static MatMulTolerance Simt => new(Tolerances.Fp32, Tolerances.Fp32, "SIMT fp32 (MatMulKernels v1)");
+
+    /// <summary>The bounds of the path a backend's MatMul takes now: tensor cores round A (and B where it
+    /// is F32 on the library's TF32 path) to fewer mantissa bits.</summary>
+    public static MatMulTolerance For(IBackend ops) => ops switch
+    {
+        NegDistill.Kernels.IlgpuBackend { IsCuda: true } b when b.HasLibrary && b.MatMulVersion is NegDistill.Kernels.MatMulKernels.Version.Auto or NegDistill.Kernels.MatMulKernels.Version.Library
+            => new(Tolerances.Bf16, Tolerances.Tf32, b.MatMulPath),
+        NegDistill.Kernels.IlgpuBackend { IsCuda: true } b when b.MatMulVersion is NegDistill.Kernels.MatMulKernels.Version.Auto or NegDistill.Kernels.MatMulKernels.Version.V2Mma
+            => new(Tolerances.Bf16, Tolerances.Fp32, b.MatMulPath),
+        NegDistill.Kernels.IlgpuBackend b => new(Tolerances.Fp32, Tolerances.Fp32, b.MatMulPath),
+        _ => new(Tolerances.Fp32, Tolerances.Fp32, "CPU twin packed GEMM"),
+    };
 }
 
 /// <summary>The op cases of every kernel family at the shapes gpu-check uses: tiny (the CPU accelerator,
