@@ -42,7 +42,7 @@ sealed class StageRuns(IBackend dev, IBackend twin, GpuReport rep, Budget budget
         }
         var batch = RandomBatch(cfg, b, t, seed: 9, padLast: 3);
         double lt = StepOnce(mt, batch), ld = StepOnce(md, batch);
-        double tol = Tolerances.ModelFp32;
+        double tol = MatMulTolerance.For(dev).Bf16B > Tolerances.Fp32 ? Tolerances.ModelBf16 : Tolerances.ModelFp32;
         string shape = $"{cfg.Layers}×{cfg.Dim}, {dt}, {b}×{t}";
         Row(label, shape, "loss", Math.Abs(ld - lt) / Math.Abs(lt), tol, 0, $"{ld:F6} vs {lt:F6}");
         var gt = mt.TrainableParameters.SelectMany(p => CheckRun.Get(twin, p.Grad!)).ToArray();
