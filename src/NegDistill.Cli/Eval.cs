@@ -163,14 +163,20 @@ static class Eval
         var plan = MemoryPlan.ForSampling(cfg, weights, lora, shape.Slots, shape.MaxSeq, shape.Rows);
         Planning.Check(ops, plan, $"sampling {questions.Count} questions × {o.N} candidates, {weights} weights, {shape.Slots} slots × {shape.MaxSeq} positions",
             "--slots, --max-new or the prompt length", device);
-        var m = new LlamaModel(ops, cfg, weights, trainBase: false, seed: o.Seed);
+        return new Student(LoadModel(ops, cfg, weights, o.Base, o.Adapter, o.Seed), shape);
+    }
+
+    /// <summary>The student as `sample` and `eval` load it: the base, plus the adapter folder when given.</summary>
+    internal static LlamaModel LoadModel(IBackend ops, LlamaConfig cfg, DType weights, string baseDir, string? adapter, ulong seed)
+    {
+        var m = new LlamaModel(ops, cfg, weights, trainBase: false, seed: seed);
         try
         {
-            ModelIO.LoadBase(m, o.Base);
-            if (o.Adapter != null) ModelIO.LoadLora(m, o.Adapter);
+            ModelIO.LoadBase(m, baseDir);
+            if (adapter != null) ModelIO.LoadLora(m, adapter);
         }
         catch { m.Dispose(); throw; }
-        return new Student(m, shape);
+        return m;
     }
 
     static List<TestQuestion> Questions(AnswerTask task, EvalOptions o)
