@@ -125,9 +125,11 @@ static class Eval
         var questions = Questions(task, o);
         string label = Label(o.Adapter), path = Asc.CandidatesPath(o.Out, label);
         var log = new List<string>();
+        var adapter = StudentFolder(o.Adapter);
+        if (o.Rank != null) RankerFolder(o.Rank);
         using var ops = Backends.Create(o.Device);
         List<Candidate>? g = null;
-        using (var m = LoadStudent(ops, cfg, tok, questions, o))   // the student is freed before M_rank loads
+        using (var m = LoadStudent(ops, cfg, tok, questions, o, adapter))   // the student is freed before M_rank loads
         {
             Asc.SampleCandidates(m.Model, tok, task, questions, o.N, o.MaxNew, o.Temperature, o.Seed, m.Shape, path, label, log);
             if (greedy) g = Asc.GreedyCandidates(m.Model, tok, task, questions, o.MaxNew, CacheShape.For(Math.Min(m.Shape.Slots, questions.Count), m.Shape.MaxSeq));
@@ -149,31 +151,54 @@ static class Eval
         public void Dispose() => Model.Dispose();
     }
 
-    static Student LoadStudent(IBackend ops, LlamaConfig cfg, ITokenizer tok, IReadOnlyList<TestQuestion> questions, EvalOptions o)
+    static Student LoadStudent(IBackend ops, LlamaConfig cfg, ITokenizer tok, IReadOnlyList<TestQuestion> questions, EvalOptions o, AdapterFolder? adapter)
     {
         if (o.N < 1) throw new ArgumentException($"--n: {o.N} candidates per question; at least 1");
         if (o.MaxNew < 1) throw new ArgumentException($"--max-new: {o.MaxNew}; at least 1 token");
         var weights = ModelIO.StorageDType(o.Base);
-        var lora = o.Adapter == null ? null : ModelIO.ReadLoraSettings(o.Adapter);
+        var lora = adapter?.Lora;
+        var nat = adapter?.NatPlan;
         int maxSeq = CacheShape.Positions(cfg, questions.Select(q => tok.Encode(q.Prompt, true, false)), o.MaxNew);
         long device = o.MemoryLimitGb > 0 ? (long)(o.MemoryLimitGb * 1e9) : Planning.DeviceBytes(ops);
         int sequences = questions.Count * o.N;
-        int slots = o.Slots > 0 ? o.Slots : Planning.FitSlots(cfg, weights, lora, Math.Min(sequences, 256), maxSeq, CacheShape.PrefillRows, device);
+        int slots = o.Slots > 0 ? o.Slots : Planning.FitSlots(cfg, weights, lora, Math.Min(sequences, 256), maxSeq, CacheShape.PrefillRows, device, nat);
         var shape = CacheShape.For(slots, maxSeq);
-        var plan = MemoryPlan.ForSampling(cfg, weights, lora, shape.Slots, shape.MaxSeq, shape.Rows);
+        var plan = MemoryPlan.ForSampling(cfg, weights, lora, shape.Slots, shape.MaxSeq, shape.Rows, nat);
         Planning.Check(ops, plan, $"sampling {questions.Count} questions × {o.N} candidates, {weights} weights, {shape.Slots} slots × {shape.MaxSeq} positions",
             "--slots, --max-new or the prompt length", device);
-        return new Student(LoadModel(ops, cfg, weights, o.Base, o.Adapter, o.Seed), shape);
+        var m = LoadModel(ops, cfg, weights, o.Base, adapter, o.Seed);
+        Console.WriteLine(adapter == null ? $"adapter: none (the base model {o.Base})" : $"adapter: {adapter.Description}");
+        return new Student(m, shape);
     }
 
-    /// <summary>The student as `sample` and `eval` load it: the base, plus the adapter folder when given.</summary>
-    internal static LlamaModel LoadModel(IBackend ops, LlamaConfig cfg, DType weights, string baseDir, string? adapter, ulong seed)
+    /// <summary>--adapter as a student folder: a LoRA or NAT, refused when it is a ranking model or no adapter.</summary>
+    internal static AdapterFolder? StudentFolder(string? dir)
+    {
+        if (dir == null) return null;
+        var f = AdapterFolder.Inspect(dir);
+        if (f.Kind == AdapterKind.Ranker)
+            throw new ArgumentException($"--adapter: {dir} is a ranking model (LoRA + {RankHead.FileName}), not a student; pass it as --rank");
+        return f;
+    }
+
+    /// <summary>--rank as a ranking-model folder, refused when it has no score head.</summary>
+    internal static AdapterFolder RankerFolder(string dir)
+    {
+        var f = AdapterFolder.Inspect(dir);
+        if (f.Kind != AdapterKind.Ranker)
+            throw new ArgumentException($"--rank: {dir} holds a {f.Kind} adapter, not a ranking model (it has no {RankHead.FileName}; `negdistill train rank` writes one)");
+        return f;
+    }
+
+    /// <summary>The student as `sample` and `eval` load it: the base, plus the adapter folder as what it
+    /// holds (a LoRA, or NAT with LoRA_neg and the integration units).</summary>
+    internal static LlamaModel LoadModel(IBackend ops, LlamaConfig cfg, DType weights, string baseDir, AdapterFolder? adapter, ulong seed)
     {
         var m = new LlamaModel(ops, cfg, weights, trainBase: false, seed: seed);
         try
         {
             ModelIO.LoadBase(m, baseDir);
-            if (adapter != null) ModelIO.LoadLora(m, adapter);
+            adapter?.LoadInto(m);
         }
         catch { m.Dispose(); throw; }
         return m;

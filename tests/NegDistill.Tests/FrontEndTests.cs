@@ -28,7 +28,7 @@ public class FrontEndTests
     }
 
     /// <summary>GSM8K-format test questions from the synthetic world (answer after "####").</summary>
-    static string WriteGsm8k(string dir, int count)
+    internal static string WriteGsm8k(string dir, int count)
     {
         string path = Path.Combine(dir, "test.jsonl");
         File.WriteAllLines(path, Enumerable.Range(0, count).Select(i =>

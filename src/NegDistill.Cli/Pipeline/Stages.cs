@@ -100,7 +100,7 @@ static class Stages
                 alphaLog.WriteLine($"{{\"step\":{s.Step},\"layer\":{l},\"proj\":\"{p}\",\"alpha_mean\":{mean:G6},\"alpha_std\":{std:G6}}}");
             alphaLog.Flush();
         });
-        ModelIO.SaveLora(m, ctx.AdapterDir(stage), ctx.Lora, baseModel: ctx.BaseDir);
+        AdapterFolder.SaveNat(m, ctx.AdapterDir(stage), ctx.Lora, ctx.AdapterDir("neg"), baseModel: ctx.BaseDir);
     }
 
     /// <summary>The trained NAT model (base + LoRA_neg + LoRA_pos + integration units), frozen: it is a
@@ -108,8 +108,8 @@ static class Stages
     public static LlamaModel LoadNat(StageContext ctx)
     {
         var m = LoadBase(ctx);
-        NatAdapter.AttachFromPeft(m, ctx.AdapterDir("neg"), ctx.Lora, seed: ctx.Train.Seed + 17, trainable: false);
-        NatAdapter.LoadTrained(m, ctx.AdapterDir("nat"));
+        try { AdapterFolder.Inspect(ctx.AdapterDir("nat")).LoadInto(m); }
+        catch { m.Dispose(); throw; }
         return m;
     }
 
@@ -195,12 +195,12 @@ static class Stages
         using var m = LoadBase(ctx);
         m.AddLora(ctx.Lora, seed: ctx.Train.Seed + 23);
         using var head = new RankHead(ctx.Ops, ctx.Config.Dim, seed: ctx.Train.Seed + 29);
-        string headFile = Path.Combine(ctx.AdapterDir(stage), "score_head.safetensors");
+        string headFile = Path.Combine(ctx.AdapterDir(stage), RankHead.FileName);
         if (Done(ctx, stage) && File.Exists(headFile))
         {
             m.ClearAdapters();
             ModelIO.LoadLora(m, ctx.AdapterDir(stage));
-            LoadHead(ctx.Ops, head, headFile);
+            head.Load(headFile);
             Console.WriteLine($"{stage}: complete, skipped");
         }
         else
@@ -208,7 +208,7 @@ static class Stages
             var src = new LabeledSource(ctx.Batcher, ctx.Positives, ctx.Negatives, LabeledSource.Layout.Balanced, ctx.Train.MicroBatch, ctx.Train.Seed);
             Fit(ctx, stage, new Trainer(m, head, ctx.Train, ctx.Dir(stage)), src);
             ModelIO.SaveLora(m, ctx.AdapterDir(stage), ctx.Lora, baseModel: ctx.BaseDir);
-            SaveHead(ctx, head, headFile);
+            head.Save(headFile);
         }
         return Evaluate(ctx, m, head, heldPos, heldNeg);
     }
@@ -240,7 +240,7 @@ static class Stages
         ModelIO.LoadBase(m, baseDir);
         ModelIO.LoadLora(m, rankDir);
         using var head = new RankHead(ops, cfg.Dim, seed: 0);
-        LoadHead(ops, head, Path.Combine(rankDir, "score_head.safetensors"));
+        head.Load(Path.Combine(rankDir, RankHead.FileName));
         var r = new List<float>();
         for (int i = 0; i < pairs.Count; i += batchSize)
         {
@@ -248,21 +248,5 @@ static class Stages
             r.AddRange(head.Score(m, new ModelBatch(b.B, b.T, b.Tokens, b.Targets, b.AttentionMask)));
         }
         return r.ToArray();
-    }
-
-    static void SaveHead(StageContext ctx, RankHead head, string path)
-    {
-        var w = new float[head.W.Length]; ctx.Ops.Download(head.W.W, w);
-        var b = new float[1]; ctx.Ops.Download(head.Bias.W, b);
-        Checkpoints.SafeTensors.Write(path, [
-            Checkpoints.StoredTensor.FromFloat32("score.weight", [1, head.W.Length], w),
-            Checkpoints.StoredTensor.FromFloat32("score.bias", [1], b)]);
-    }
-
-    public static void LoadHead(IBackend ops, RankHead head, string path)
-    {
-        using var f = Checkpoints.SafeTensors.Open(path);
-        ops.Upload(head.W.W, f.ReadFloat32("score.weight"));
-        ops.Upload(head.Bias.W, f.ReadFloat32("score.bias"));
     }
 }

@@ -85,11 +85,27 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
     /// <see cref="Infer.KvCache"/> of <paramref name="slots"/> × <paramref name="maxSeq"/> positions and its
     /// row buffers for <paramref name="maxRows"/> rows per forward), line by line as they allocate it.
     /// </summary>
-    public static MemoryPlan ForSampling(LlamaConfig c, DType weights, LoraConfig? lora, int slots, int maxSeq, int maxRows)
+    /// <param name="nat">for a NAT student (LoRA_neg + LoRA_pos + integration units, frozen): their
+    /// settings; <paramref name="lora"/> is then ignored</param>
+    public static MemoryPlan ForSampling(LlamaConfig c, DType weights, LoraConfig? lora, int slots, int maxSeq, int maxRows, NatPlan? nat = null)
     {
         long C = c.Dim, F = c.FfnDim, V = c.Vocab, L = c.Layers, R = maxRows;
         var items = WeightItems(c, weights, paramCopies: 1);
-        if (lora != null)
+        if (nat != null)
+        {
+            long unitParams = 0, loraParams = 0, negParams = 0, rows = 0, d = nat.UnitDim;
+            foreach (var t in nat.Pos.Targets.Distinct())
+            {
+                var (i, o) = LlamaModel.ProjShape(c, t);
+                unitParams += L * (d * i + 2 * d * o + o * d);                            // Q, K, U1, U2
+                loraParams += L * (nat.Pos.Rank * i + o * nat.Pos.Rank);
+                negParams += L * (nat.Neg.Rank * i + o * nat.Neg.Rank);
+                rows += L * (2 * R * o + 6 * R * d + R + R * (nat.Pos.Rank + nat.Neg.Rank));   // h; q, k, u, mix; a_neg; both LoRAs' xa
+            }
+            items.Add(("NAT units Q K U1 U2 + LoRA_pos + LoRA_neg (F32, frozen)", (unitParams + loraParams + negParams) * 4));
+            items.Add(("NAT row buffers", rows * 4));
+        }
+        else if (lora != null)
         {
             long adapterParams = 0, adapterRows = 0;
             foreach (var t in lora.Targets)
