@@ -1,6 +1,7 @@
 using NegDistill.Checkpoints;
-using NegDistill.Cli;
-using NegDistill.Cli.Pipeline;
+using NegDistill.Method;
+using NegDistill.Method.Settings;
+using NegDistill.Method.Stages;
 using NegDistill.Data.Synthetic;
 using NegDistill.Infer;
 using NegDistill.Model;
@@ -31,14 +32,12 @@ public class AdapterLoadingTests
         var tok = new Data.ByteTokenizer();
         _ctx = new StageContext
         {
-            Ops = new CpuBackend(), Config = FrontEndTests.ByteTiny, BaseDir = _baseDir, OutDir = Path.Combine(_dir, "out"), Tokenizer = tok,
+            Ops = new CpuBackend(), Base = new BaseModel(_baseDir, FrontEndTests.ByteTiny, tok, DType.F32), OutDir = Path.Combine(_dir, "out"),
             Batcher = new Data.Batcher(tok, new Data.BatchingOptions { CutoffLength = 64, BatchSize = 2, Seed = 1 }),
-            Train = new TrainConfig { Steps = 6, MicroBatch = 2, EffectiveBatch = 2, LearningRate = 1e-2f, WarmupSteps = 0, CheckpointEvery = 0, Seed = 1 },
-            Lora = _lora, Positives = split.Positives, Negatives = split.Negatives,
+            Loop = new TrainConfig { Steps = 6, MicroBatch = 2, EffectiveBatch = 2, LearningRate = 1e-2f, WarmupSteps = 0, CheckpointEvery = 0, Seed = 1 },
+            Lora = _lora, Positives = split.Positives, Negatives = split.Negatives, CheckPlans = false,
         };
-        Stages.LoraCe(_ctx, "neg", split.Negatives);
-        Stages.Nat(_ctx);
-        Stages.Rank(_ctx, split.Positives.Take(2).ToList(), split.Negatives.Take(2).ToList());
+        Pipeline.Run(_ctx, [new NegStage(), new NatStage(), new RankStage(new RankStage.HeldOut(split.Positives.Take(2).ToList(), split.Negatives.Take(2).ToList(), "rationales"))]);
     }
 
     ModelBatch Batch()
@@ -65,7 +64,8 @@ public class AdapterLoadingTests
         NatAdapter.SetMode(trained, NatMode.PosOnly);
         Assert.That(trained.Logits(batch), Is.Not.EqualTo(atEnd), "the integration unit changes the logits (else this test could not tell NAT from LoRA_pos)");
 
-        using var loaded = Eval.LoadModel(ops, _ctx.Config, DType.F32, _baseDir, Eval.StudentFolder(_ctx.AdapterDir("nat")), seed: 5);
+        var folder = Evaluation.StudentFolder(_ctx.AdapterDir("nat"), new SettingInfo("--adapter", "eval.student", ""), SettingSource.CommandLine);
+        using var loaded = Evaluation.LoadStudent(ops, _ctx.Base, folder, seed: 5);
         Assert.That(loaded.Logits(batch), Is.EqualTo(atEnd), "eval's NAT model is not the trained NAT model");
     }
 

@@ -1,5 +1,6 @@
 using System.Text.Json.Serialization;
 using NegDistill.Model;
+using NegDistill.Train;
 
 namespace NegDistill.Json;
 
@@ -11,3 +12,9 @@ namespace NegDistill.Json;
     RespectNullableAnnotations = true)]
 [JsonSerializable(typeof(NatFolderConfig))]
 public sealed partial class CoreJson : JsonSerializerContext;
+
+/// <summary>The engine's JSON-lines logs (metrics.jsonl): the same conventions, one record a line.</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
+    NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, RespectRequiredConstructorParameters = true)]
+[JsonSerializable(typeof(MetricsRecord))]
+public sealed partial class CoreJsonLines : JsonSerializerContext;

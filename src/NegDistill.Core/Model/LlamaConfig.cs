@@ -29,6 +29,8 @@ public sealed record LlamaConfig
     /// <summary>LLaMA-7b exactly as in method.md: 32 layers, d = 4096, 32 heads, FFN 11008, vocab 32000.</summary>
     public static LlamaConfig Llama7B => new() { Dim = 4096, Layers = 32, Heads = 32, FfnDim = 11008, Vocab = 32000, MaxSeq = 2048 };
 
+    public static readonly IReadOnlyList<string> PresetNames = ["tiny", "small", "llama-7b"];
+
     public static LlamaConfig Preset(string name) => name.ToLowerInvariant() switch
     {
         "tiny" => Tiny,

@@ -70,7 +70,10 @@ public sealed partial class LlamaModel : IDisposable
     public LayerWeights[] Layers { get; }
     public Param FinalNorm { get; }
     public Param LmHead { get; }
-    public Dictionary<(int Layer, Proj Proj), IProjectionAdapter> Adapters { get; } = new();
+    readonly Dictionary<(int Layer, Proj Proj), IProjectionAdapter> _adapters = new();
+    /// <summary>The adapters in force, by layer and projection. <see cref="AddLora"/> and NAT's attach add
+    /// to them (the model then owns and disposes them); <see cref="WithAdapters"/> swaps a set in for a scope.</summary>
+    public IReadOnlyDictionary<(int Layer, Proj Proj), IProjectionAdapter> Adapters => _adapters;
     public PassContext Pass { get; } = new();
     /// <summary>Recompute each layer's activations in backward from its input instead of keeping them
     /// (memory: one layer's activations instead of L).</summary>
@@ -154,17 +157,53 @@ public sealed partial class LlamaModel : IDisposable
             {
                 var (i, o) = ProjShape(Config, p);
                 var a = new LoraAdapter(Ops, ModulePrefix(l, p), i, o, cfg, seed, (ulong)(l * 8 + (int)p), trainable);
-                if (Adapters.Remove((l, p), out var old)) old.Dispose();
-                Adapters[(l, p)] = a;
+                SetAdapter(l, p, a);
                 list.Add(a);
             }
         return list;
     }
 
+    /// <summary>Puts <paramref name="adapter"/> on one projection, disposing the one it replaces.</summary>
+    internal void SetAdapter(int layer, Proj p, IProjectionAdapter adapter)
+    {
+        if (_adapters.Remove((layer, p), out var old) && !ReferenceEquals(old, adapter)) old.Dispose();
+        _adapters[(layer, p)] = adapter;
+    }
+
     public void ClearAdapters()
     {
-        foreach (var a in Adapters.Values) a.Dispose();
-        Adapters.Clear();
+        foreach (var a in _adapters.Values) a.Dispose();
+        _adapters.Clear();
+    }
+
+    /// <summary>Takes every adapter out of the model and hands it to the caller, who disposes it; the model
+    /// is left with none.</summary>
+    public IReadOnlyDictionary<(int Layer, Proj Proj), IProjectionAdapter> DetachAdapters()
+    {
+        var set = new Dictionary<(int, Proj), IProjectionAdapter>(_adapters);
+        _adapters.Clear();
+        return set;
+    }
+
+    /// <summary>Puts <paramref name="set"/> in force instead of the current adapters until the returned scope
+    /// is disposed, when the previous ones come back (NCE runs its teachers this way on the student's
+    /// model, so the base weights exist once). Ownership does not change: the set stays the caller's.</summary>
+    public IDisposable WithAdapters(IReadOnlyDictionary<(int Layer, Proj Proj), IProjectionAdapter> set)
+    {
+        var previous = new Dictionary<(int, Proj), IProjectionAdapter>(_adapters);
+        _adapters.Clear();
+        foreach (var kv in set) _adapters[kv.Key] = kv.Value;
+        return new Restore(() =>
+        {
+            _adapters.Clear();
+            foreach (var kv in previous) _adapters[kv.Key] = kv.Value;
+        });
+    }
+
+    sealed class Restore(Action undo) : IDisposable
+    {
+        bool _done;
+        public void Dispose() { if (!_done) { _done = true; undo(); } }
     }
 
     // ---------------------------------------------------------------- activations

@@ -83,7 +83,7 @@ public sealed class NatAdapter : IProjectionAdapter
         Options = opt;
         Prefix = prefix;
         Pos = new LoraAdapter(ops, prefix, _in, _out, posConfig, seed, id, trainable);
-        Neg = new LoraAdapter(ops, prefix, _in, _out, negConfig with { Dropout = 0f }, seed, id ^ 0x4E4547UL, trainable: false);
+        Neg = new LoraAdapter(ops, prefix, _in, _out, negConfig with { Dropout = 0f }, seed, id ^ NegativeStream, trainable: false);
         string u = prefix + ".integration.";
         Q = new Param(ops, u + "Q.weight", DType.F32, trainable, _d, _in);
         K = new Param(ops, u + "K.weight", DType.F32, trainable, _d, _out);
@@ -93,6 +93,10 @@ public sealed class NatAdapter : IProjectionAdapter
         ops.Upload(K.W, Init.KaimingUniform(K.Length, _out, CounterRng.Derive(seed, id, 0x4B4B)));
         ops.Upload(U1.W, Init.KaimingUniform(U1.Length, _out, CounterRng.Derive(seed, id, 0x5531)));
     }
+
+    /// <summary>LoRA_neg's initial draws come from its own stream ("NEG" in ASCII), apart from LoRA_pos's;
+    /// they are overwritten by the trained LoRA_neg in every use, but a fresh adapter stays reproducible.</summary>
+    const ulong NegativeStream = 0x4E4547;
 
     public string Prefix { get; }
     public NatOptions Options { get; }
@@ -295,8 +299,7 @@ public sealed class NatAdapter : IProjectionAdapter
                 var nat = new NatAdapter(model.Ops, LlamaModel.ModulePrefix(l, p), model.Layers[l].Get(p), negConfig, posConfig, seed, (ulong)(l * 8 + (int)p), options, trainable);
                 model.Ops.Copy(nat.Neg.A.W, neg.A.W);
                 model.Ops.Copy(nat.Neg.B.W, neg.B.W);
-                model.Adapters[(l, p)] = nat;
-                neg.Dispose();
+                model.SetAdapter(l, p, nat);                                          // disposes the plain LoRA it replaces
                 list.Add(nat);
             }
         return list;

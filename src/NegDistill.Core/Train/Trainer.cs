@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using NegDistill.Checkpoints;
+using NegDistill.Json;
 using NegDistill.Model;
 using NegDistill.Runtime;
 
@@ -10,7 +11,7 @@ namespace NegDistill.Train;
 /// <summary>Optimisation settings shared by every stage (method.md: AdamW, lr 3e-4, effective batch 128).</summary>
 public sealed record TrainConfig
 {
-    public int Steps { get; init; } = 100;
+    public int Steps { get; init; } = 1000;
     /// <summary>Sequences per forward/backward (the memory knob).</summary>
     public int MicroBatch { get; init; } = 4;
     /// <summary>Sequences per optimiser step; must be a multiple of MicroBatch (gradient accumulation).</summary>
@@ -66,6 +67,9 @@ public interface IBatchSource
 }
 
 public sealed record StepMetrics(int Step, int TotalSteps, double Loss, double GradNorm, float Lr, double TokensPerSecond, double? EvalLoss, TimeSpan Elapsed);
+
+/// <summary>One line of metrics.jsonl.</summary>
+public sealed record MetricsRecord(int Step, double Loss, double GradNorm, float Lr, double TokensPerS, double? EvalLoss, double ElapsedS);
 
 /// <summary>Thrown when a loss or gradient is NaN/Inf; names the step, micro-batch and parameter.</summary>
 public sealed class NonFiniteException(string message) : Exception(message);
@@ -124,9 +128,10 @@ public sealed class Trainer
     public bool Run(IBatchSource train, IBatchSource? eval = null, CancellationToken cancel = default)
     {
         if (File.Exists(StatePath)) Load();
+        KeepMetricsUpTo(Step);
         var ops = _model.Ops;
         var sw = Stopwatch.StartNew();
-        using var log = new StreamWriter(Path.Combine(_dir, MetricsFile), append: true);
+        using var log = new StreamWriter(MetricsPath, append: true);
         while (Step < _cfg.Steps)
         {
             if (cancel.IsCancellationRequested) { Save(); return false; }
@@ -164,16 +169,43 @@ public sealed class Trainer
             if (eval != null && ((_cfg.EvalEvery > 0 && s % _cfg.EvalEvery == 0) || s == _cfg.Steps)) evalLoss = Evaluate(eval);
             var m = new StepMetrics(s, _cfg.Steps, loss, norm, lr, tokens / Math.Max(1e-9, (sw.Elapsed - t0).TotalSeconds), evalLoss, sw.Elapsed);
             History.Add(m);
-            log.WriteLine(JsonSerializer.Serialize(new
-            {
-                step = s, loss, grad_norm = norm, lr, tokens_per_s = m.TokensPerSecond, eval_loss = evalLoss, elapsed_s = sw.Elapsed.TotalSeconds,
-            }));
+            log.WriteLine(JsonSerializer.Serialize(new MetricsRecord(s, loss, norm, lr, m.TokensPerSecond, evalLoss, sw.Elapsed.TotalSeconds), CoreJsonLines.Default.MetricsRecord));
             log.Flush();
             StepDone?.Invoke(m);
             if (_cfg.CheckpointEvery > 0 && s % _cfg.CheckpointEvery == 0 && s < _cfg.Steps) Save();
         }
         Save();
         return true;
+    }
+
+    public string MetricsPath => Path.Combine(_dir, MetricsFile);
+
+    /// <summary>A run resumed from step <paramref name="step"/> logs the steps after it again: the lines it
+    /// logged past its checkpoint before it was stopped are removed first, so each step appears once.</summary>
+    void KeepMetricsUpTo(int step)
+    {
+        if (!File.Exists(MetricsPath)) return;
+        var lines = File.ReadAllLines(MetricsPath);
+        var keep = lines.Where(l => TryStep(l) is { } s && s <= step).ToArray();
+        if (keep.Length != lines.Length) AtomicFile.WriteAllText(MetricsPath, keep.Length == 0 ? "" : string.Join("\n", keep) + "\n");
+    }
+
+    static int? TryStep(string line)
+    {
+        try { return JsonSerializer.Deserialize(line, CoreJsonLines.Default.MetricsRecord)?.Step; }
+        catch (JsonException) { return null; }   // a line cut off by a kill
+    }
+
+    /// <summary>The metrics of a stage's folder, one record per step (the last one when a step repeats).</summary>
+    public static IReadOnlyList<MetricsRecord> ReadMetrics(string path)
+    {
+        var bySteps = new SortedDictionary<int, MetricsRecord>();
+        foreach (var line in File.ReadLines(path))
+        {
+            try { if (JsonSerializer.Deserialize(line, CoreJsonLines.Default.MetricsRecord) is { } r) bySteps[r.Step] = r; }
+            catch (JsonException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
+        }
+        return bySteps.Values.ToList();
     }
 
     /// <summary>Mean loss over every batch of the source, dropout off, no gradients.</summary>

@@ -2,11 +2,11 @@ using NegDistill.Data;
 using NegDistill.Model;
 using NegDistill.Train;
 
-namespace NegDistill.Cli.Pipeline;
+namespace NegDistill.Method.Sources;
 
 /// <summary>Serves the data layer's length-grouped, seed-shuffled batches to the trainer by global index
 /// (epoch = index / batches per epoch), so a resumed run sees the same batches.</summary>
-sealed class BatchSource : IBatchSource
+public sealed class BatchSource : IBatchSource
 {
     readonly Batcher _batcher;
     readonly IReadOnlyList<EncodedExample> _examples;

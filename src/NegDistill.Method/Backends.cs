@@ -1,19 +1,23 @@
 using NegDistill.Kernels;
 using NegDistill.Runtime;
 
-namespace NegDistill.Cli;
+namespace NegDistill.Method;
 
-static class Backends
+/// <summary>The backends a run can compute on, by the name `--device` and the config's <c>device</c> take.</summary>
+public static class Backends
 {
     public const string Help = "cpu (SIMD CPU twin, default), ilgpu-cpu (the kernels on ILGPU's CPU accelerator: slow, for checking), cuda (the kernels on an NVIDIA GPU), auto (cuda when present, else cpu)";
 
-    public static IBackend Create(string name) => name.ToLowerInvariant() switch
+    public static readonly string[] Names = ["cpu", "ilgpu-cpu", "cuda", "auto"];
+
+    /// <summary>A backend by name (one of <see cref="Names"/>, checked before).</summary>
+    public static IBackend Create(string name) => name switch
     {
         "cpu" => new CpuBackend(),
         "ilgpu-cpu" => new IlgpuBackend(IlgpuDevice.Cpu),
         "cuda" => new IlgpuBackend(IlgpuDevice.Cuda),
         "auto" => TryCuda() ?? new CpuBackend(),
-        _ => throw new ArgumentException($"--device: unknown device '{name}' ({Help})"),
+        _ => throw new ArgumentException($"unknown device '{name}' ({string.Join(", ", Names)})"),
     };
 
     static IBackend? TryCuda()

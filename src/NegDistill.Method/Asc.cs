@@ -3,15 +3,11 @@ using NegDistill.Data.Evaluation;
 using NegDistill.Infer;
 using NegDistill.Model;
 
-namespace NegDistill.Cli.Pipeline;
-
-/// <summary>A held-out question: id, subject, the prompt text (question + "\n" + "Solution:\n"), the
-/// question as the ranking model saw it in training, and the reference answer.</summary>
-sealed record TestQuestion(string Id, string Subject, string Prompt, string Question, string? ReferenceAnswer);
+namespace NegDistill.Method;
 
 /// <summary>KV-cache geometry of a sampling run: sequences decoded at once, positions per sequence,
 /// rows per forward (every slot's decode row plus prefill chunks).</summary>
-sealed record CacheShape(int Slots, int MaxSeq, int Rows)
+public sealed record CacheShape(int Slots, int MaxSeq, int Rows)
 {
     public const int PrefillRows = 256;
 
@@ -23,15 +19,13 @@ sealed record CacheShape(int Slots, int MaxSeq, int Rows)
 }
 
 /// <summary>
-/// Step 3 on a trained student, in three parts that the `sample`, `vote` and `eval` verbs share:
-/// N sampled candidates per question saved as JSONL (resumable); each scored by M_rank into a second
-/// JSONL; SC, WS and ASC from the saved candidates at N = 1, 2, 4, 8, 16 next to greedy decoding, as a
-/// Markdown table and a PNG of accuracy against N.
+/// Step 3 on a trained student, in parts that `sample`, `vote`, `eval`, the pipeline and the demo
+/// share: N sampled candidates per question saved as JSONL (resumable); each scored by M_rank into a
+/// second JSONL; SC, WS and ASC from the saved candidates at N = 1, 2, 4, 8, 16 next to greedy
+/// decoding, as a Markdown table and a PNG of accuracy against N.
 /// </summary>
-static class Asc
+public static class Asc
 {
-    public const float DefaultTemperature = 0.7f;
-
     public static Sampler NewSampler(LlamaModel m, ITokenizer tok, float temperature, int maxNew, ulong seed, CacheShape shape) =>
         new(m, new SamplerSettings
         {
@@ -50,10 +44,13 @@ static class Asc
     public static string CandidatesPath(string outDir, string label) => Path.Combine(outDir, $"{label}.candidates.jsonl");
     public static string ScoredPath(string outDir, string label) => Path.Combine(outDir, $"{label}.candidates.scored.jsonl");
 
+    static Candidate ToCandidate(AnswerTask task, TestQuestion q, ITokenizer tok, Sample s) =>
+        Candidate.FromText(task, q.Id, q.Subject, s.Index, PromptFormat.Rationale(tok.Decode(s.Tokens)), q.ReferenceAnswer, s.LogProb, Math.Max(1, s.TokenCount));
+
     /// <summary>Samples the candidates that <paramref name="path"/> does not hold yet (an interrupted run
     /// resumes: its complete lines are kept) and appends them.</summary>
     public static void SampleCandidates(LlamaModel student, ITokenizer tok, AnswerTask task, IReadOnlyList<TestQuestion> test, int n,
-        int maxNew, float temperature, ulong seed, CacheShape shape, string path, string label, List<string> log)
+        int maxNew, float temperature, ulong seed, CacheShape shape, string path, string label, IReporter report, List<string> log)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         var existing = File.Exists(path) ? CandidateJsonl.Existing(path) : null;
@@ -61,27 +58,22 @@ static class Asc
         if (todo.Count == 0) { log.Add($"sampling ({label}): all {test.Count * n} candidates already in {path}"); return; }
         using var sampler = NewSampler(student, tok, temperature, maxNew, seed, shape);
         using var w = CandidateJsonlWriter.Open(path);
-        var bar = new ProgressLine("sample", todo.Count * n);
-        int doneCount = 0;
+        int doneCount = 0, total = todo.Count * n;
         sampler.Run(todo.Select(x => new SampleRequest(x.i, tok.Encode(x.q.Prompt, true, false), n)), s =>
         {
             var q = test[(int)s.RequestId];
-            bar.Update(++doneCount, "candidates");
+            report.Progress("sample", ++doneCount, total, "candidates");
             if (existing != null && existing.Contains(q.Id, s.Index)) return;      // kept from an interrupted run
-            w.Append(Candidate.FromText(task, q.Id, q.Subject, s.Index, "Solution:\n" + tok.Decode(s.Tokens), q.ReferenceAnswer, s.LogProb, Math.Max(1, s.TokenCount)));
+            w.Append(ToCandidate(task, q, tok, s));
         });
-        bar.Finish();
+        report.EndProgress("sample");
         log.Add($"sampling ({label}, {shape.Slots} slots × {shape.MaxSeq} positions): {sampler.Stats}");
     }
 
     /// <summary>Greedy decoding of every question, as candidates with index 0.</summary>
     public static List<Candidate> GreedyCandidates(LlamaModel student, ITokenizer tok, AnswerTask task, IReadOnlyList<TestQuestion> test, int maxNew, CacheShape? shape = null) =>
         Greedy(student, tok, test.Select(q => tok.Encode(q.Prompt, true, false)).ToList(), maxNew, shape)
-            .Select(s =>
-            {
-                var q = test[(int)s.RequestId];
-                return Candidate.FromText(task, q.Id, q.Subject, 0, "Solution:\n" + tok.Decode(s.Tokens), q.ReferenceAnswer, s.LogProb, Math.Max(1, s.TokenCount));
-            }).ToList();
+            .Select(s => ToCandidate(task, test[(int)s.RequestId], tok, s)).ToList();
 
     /// <summary>Writes every candidate of <paramref name="candidatesPath"/> with its M_rank score to
     /// <paramref name="scoredPath"/> (atomically: a temporary file, then a rename).</summary>
@@ -93,9 +85,13 @@ static class Asc
         if (unknown != null) throw new InvalidDataException($"{candidatesPath}: candidate of question '{unknown.QuestionId}', which is not in the test data");
         var scores = scorer(samples.Select(c => new Pair(byId[c.QuestionId].Question, c.Text, c.Subject, "", false, c.QuestionId)).ToList());
         string tmp = scoredPath + ".tmp";
-        using (var w = CandidateJsonlWriter.Open(tmp))
-            foreach (var (c, s) in samples.Zip(scores)) w.Append(c with { RankScore = s });
-        File.Move(tmp, scoredPath, overwrite: true);
+        try
+        {
+            using (var w = CandidateJsonlWriter.Open(tmp))
+                foreach (var (c, s) in samples.Zip(scores)) w.Append(c with { RankScore = s });
+            File.Move(tmp, scoredPath, overwrite: true);
+        }
+        finally { if (File.Exists(tmp)) File.Delete(tmp); }
     }
 
     /// <summary>SC / WS / ASC (and greedy, when given) from saved candidates: the Markdown tables, written
@@ -109,19 +105,5 @@ static class Asc
         var md = EvaluationMarkdown.Render(report, label);
         File.WriteAllText(Path.Combine(outDir, $"{label}.results.md"), md);
         return (report, md);
-    }
-
-    /// <param name="student">the model to sample from (base + adapters)</param>
-    /// <param name="scorer">M_rank: scores (question, rationale) pairs in [0,1]; null leaves ASC out</param>
-    public static string Run(LlamaModel student, ITokenizer tok, Func<IReadOnlyList<Pair>, float[]>? scorer, AnswerTask task,
-        IReadOnlyList<TestQuestion> test, int n, int maxNew, float temperature, ulong seed, string outDir, string label, List<string> log)
-    {
-        string path = CandidatesPath(outDir, label);
-        var prompts = test.Select(q => tok.Encode(q.Prompt, true, false)).ToList();
-        var shape = CacheShape.For(Math.Clamp(test.Count * n, 1, 64), CacheShape.Positions(student.Config, prompts, maxNew));
-        SampleCandidates(student, tok, task, test, n, maxNew, temperature, seed, shape, path, label, log);
-        var greedy = GreedyCandidates(student, tok, task, test, maxNew);
-        if (scorer != null) { ScoreCandidates(scorer, test, path, ScoredPath(outDir, label)); path = ScoredPath(outDir, label); }
-        return Report(task, test, CandidateJsonl.ReadAll(path), greedy, outDir, label).Markdown;
     }
 }

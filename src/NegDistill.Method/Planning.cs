@@ -2,27 +2,27 @@ using NegDistill.Kernels;
 using NegDistill.Model;
 using NegDistill.Runtime;
 
-namespace NegDistill.Cli;
+namespace NegDistill.Method;
 
 /// <summary>The plan did not fit the device; the message names what to lower. Exit code 3.</summary>
-sealed class PlanDoesNotFitException(string message) : Exception(message);
+public sealed class PlanDoesNotFitException(string message) : Exception(message);
 
 /// <summary>
 /// Prints a memory plan before anything is allocated and refuses, naming what to lower, when it does
 /// not fit the device: a CUDA GPU's memory, or for the CPU backends the memory the .NET runtime may use.
 /// </summary>
-static class Planning
+public static class Planning
 {
     /// <summary>Bytes the backend may allocate: the GPU's memory, or the runtime's available memory on the CPU.</summary>
     public static long DeviceBytes(IBackend ops) =>
         ops is IlgpuBackend { IsCuda: true } g ? g.Accelerator.MemorySize : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
 
-    /// <summary>Prints <paramref name="plan"/> against the device and throws <see cref="PlanDoesNotFitException"/>
+    /// <summary>Reports <paramref name="plan"/> against the device and throws <see cref="PlanDoesNotFitException"/>
     /// when it does not fit. <paramref name="lower"/> says which options shrink it.</summary>
-    public static void Check(IBackend ops, MemoryPlan plan, string title, string lower, long? deviceBytes = null)
+    public static void Check(IReporter report, IBackend ops, MemoryPlan plan, string title, string lower, long? deviceBytes = null)
     {
         long device = deviceBytes ?? DeviceBytes(ops);
-        Console.Write(plan.Render($"{title} on {ops.Name}", device));
+        foreach (var line in plan.Render($"{title} on {ops.Name}", device).TrimEnd('\n').Split('\n')) report.Line(line);
         if (plan.Total > device)
             throw new PlanDoesNotFitException(
                 $"the plan needs {MemoryPlan.Gib(plan.Total)} and {ops.Name} has {MemoryPlan.Gib(device)}: lower {lower}");

@@ -2,13 +2,13 @@ using NegDistill.Data;
 using NegDistill.Model;
 using NegDistill.Train;
 
-namespace NegDistill.Cli.Pipeline;
+namespace NegDistill.Method.Sources;
 
 /// <summary>
 /// Labelled batches for the heads that need them (UL, NT, CL, the ranking model). Every batch is a
 /// pure function of (seed, index): resumable and identical across runs.
 /// </summary>
-sealed class LabeledSource : IBatchSource
+public sealed class LabeledSource : IBatchSource
 {
     public enum Layout
     {
