@@ -30,7 +30,7 @@ public static class MatMulKernels
     }
 
     static float LoadB(ArrayView<float> bf, ArrayView<ushort> bh, int kind, long i)
-        => kind == 0 ? bf[i] : HalfBits.Widen(bh[i], kind == 2);
+        => kind == 0 ? bf[i] : Checkpoints.HalfPrecision.Widen(bh[i], kind == 2);
 
     /// <summary>Grid: (ceil(N/4S), ceil(M/4S)) groups of (S,S) threads.</summary>
     public static void TiledKernel(ArrayView<float> c, ArrayView<float> a, ArrayView<float> bf, ArrayView<ushort> bh, Dims d)

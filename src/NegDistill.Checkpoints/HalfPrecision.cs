@@ -4,8 +4,10 @@ using System.Runtime.InteropServices;
 namespace NegDistill.Checkpoints;
 
 /// <summary>
-/// Conversions between float and the 16-bit storage kinds, working on raw bit patterns.
-/// F16 goes through <see cref="System.Half"/> (IEEE round-to-nearest-even). BF16 keeps the upper 16 bits of the
+/// Conversions between float and the 16-bit storage kinds, on raw bit patterns; the one implementation
+/// used by the checkpoint files, the CPU twin and the ILGPU kernels (integer-only widening, so the
+/// kernels on any accelerator and the CPU widen identically; widening is exact).
+/// F16 narrows through <see cref="System.Half"/> (IEEE round-to-nearest-even). BF16 keeps the upper 16 bits of the
 /// binary32 pattern, rounding the dropped half to nearest, ties to even; NaN stays NaN (it is made quiet so the
 /// truncated mantissa cannot become zero, which would read back as infinity).
 /// </summary>
@@ -25,11 +27,34 @@ public static class HalfPrecision
         return (ushort)((bits + 0x7FFFu + lowestKept) >> 16);
     }
 
-    public static float BFloat16ToSingle(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
+    public static float BFloat16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 
     public static ushort SingleToHalf(float value) => BitConverter.HalfToUInt16Bits((Half)value);
 
-    public static float HalfToSingle(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
+    /// <summary>IEEE binary16 → binary32, exact (subnormals, infinities and NaN payloads included).</summary>
+    public static float HalfToSingle(ushort h)
+    {
+        int sign = (h & 0x8000) << 16;
+        int exp = (h >> 10) & 0x1F;
+        int mant = h & 0x3FF;
+        int bits;
+        if (exp == 0x1F) bits = sign | 0x7F800000 | (mant << 13);
+        else if (exp != 0) bits = sign | ((exp + 112) << 23) | (mant << 13);
+        else if (mant == 0) bits = sign;
+        else
+        {
+            // subnormal: normalise the mantissa
+            int e = 113;
+            while ((mant & 0x400) == 0) { mant <<= 1; e--; }
+            bits = sign | (e << 23) | ((mant & 0x3FF) << 13);
+        }
+        return BitConverter.Int32BitsToSingle(bits);
+    }
+
+    /// <summary>A 16-bit word widened: bfloat16 when <paramref name="bf16"/>, else binary16.</summary>
+    public static float Widen(ushort w, bool bf16) => bf16 ? BFloat16ToSingle(w) : HalfToSingle(w);
+
+    public static ushort Narrow(float f, bool bf16) => bf16 ? SingleToBFloat16(f) : SingleToHalf(f);
 
     public static void SingleToBFloat16(ReadOnlySpan<float> source, Span<ushort> destination)
     {

@@ -11,6 +11,8 @@ namespace NegDistill.Json;
     NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, RespectRequiredConstructorParameters = true,
     RespectNullableAnnotations = true)]
 [JsonSerializable(typeof(NatFolderConfig))]
+[JsonSerializable(typeof(HfLlamaConfig))]
+[JsonSerializable(typeof(int))]
 public sealed partial class CoreJson : JsonSerializerContext;
 
 /// <summary>The engine's JSON-lines logs (metrics.jsonl): the same conventions, one record a line.</summary>
@@ -18,3 +20,25 @@ public sealed partial class CoreJson : JsonSerializerContext;
     NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, RespectRequiredConstructorParameters = true)]
 [JsonSerializable(typeof(MetricsRecord))]
 public sealed partial class CoreJsonLines : JsonSerializerContext;
+
+/// <summary>The fields of a Hugging Face LLaMA config.json that NegDistill writes and reads (others are
+/// ignored when read). Optional ones are nullable; the token ids stay JSON (some configs hold a list).</summary>
+public sealed record HfLlamaConfig
+{
+    public string[]? Architectures { get; set; }
+    public string? ModelType { get; set; }
+    public int? HiddenSize { get; set; }
+    public int? NumHiddenLayers { get; set; }
+    public int? NumAttentionHeads { get; set; }
+    public int? NumKeyValueHeads { get; set; }
+    public int? IntermediateSize { get; set; }
+    public int? VocabSize { get; set; }
+    public int? MaxPositionEmbeddings { get; set; }
+    public float? RmsNormEps { get; set; }
+    public float? RopeTheta { get; set; }
+    public System.Text.Json.JsonElement? BosTokenId { get; set; }
+    public System.Text.Json.JsonElement? EosTokenId { get; set; }
+    public string? HiddenAct { get; set; }
+    public bool? TieWordEmbeddings { get; set; }
+    public string? TorchDtype { get; set; }
+}

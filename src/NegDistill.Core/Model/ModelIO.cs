@@ -1,5 +1,6 @@
 using System.Text.Json;
 using NegDistill.Checkpoints;
+using NegDistill.Json;
 using NegDistill.Runtime;
 
 namespace NegDistill.Model;
@@ -11,8 +12,6 @@ namespace NegDistill.Model;
 /// </summary>
 public static class ModelIO
 {
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
-
     static StorageType Storage(DType d) => d switch { DType.F16 => StorageType.F16, DType.BF16 => StorageType.BF16, _ => StorageType.F32 };
 
     static StoredTensor Export(IBackend ops, Param p, string name)
@@ -34,45 +33,53 @@ public static class ModelIO
     public static void SaveBase(LlamaModel model, string dir, long maxShardBytes = 5L << 30)
     {
         Directory.CreateDirectory(dir);
-        var cfg = model.Config;
-        var config = new Dictionary<string, object>
+        var c = model.Config;
+        var config = new HfLlamaConfig
         {
-            ["architectures"] = new[] { "LlamaForCausalLM" }, ["model_type"] = "llama",
-            ["hidden_size"] = cfg.Dim, ["num_hidden_layers"] = cfg.Layers, ["num_attention_heads"] = cfg.Heads,
-            ["num_key_value_heads"] = cfg.Heads, ["intermediate_size"] = cfg.FfnDim, ["vocab_size"] = cfg.Vocab,
-            ["max_position_embeddings"] = cfg.MaxSeq, ["rms_norm_eps"] = cfg.NormEps, ["rope_theta"] = cfg.RopeTheta,
-            ["bos_token_id"] = cfg.Bos, ["eos_token_id"] = cfg.Eos, ["hidden_act"] = "silu", ["tie_word_embeddings"] = false,
-            ["torch_dtype"] = model.LmHead.W.DType switch { DType.F16 => "float16", DType.BF16 => "bfloat16", _ => "float32" },
+            Architectures = ["LlamaForCausalLM"], ModelType = "llama", HiddenSize = c.Dim, NumHiddenLayers = c.Layers, NumAttentionHeads = c.Heads,
+            NumKeyValueHeads = c.Heads, IntermediateSize = c.FfnDim, VocabSize = c.Vocab, MaxPositionEmbeddings = c.MaxSeq, RmsNormEps = c.NormEps,
+            RopeTheta = c.RopeTheta, BosTokenId = JsonSerializer.SerializeToElement(c.Bos, CoreJson.Default.Int32),
+            EosTokenId = JsonSerializer.SerializeToElement(c.Eos, CoreJson.Default.Int32), HiddenAct = "silu", TieWordEmbeddings = false,
+            TorchDtype = model.LmHead.W.DType switch { DType.F16 => "float16", DType.BF16 => "bfloat16", _ => "float32" },
         };
-        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), JsonSerializer.Serialize(config, Json));
+        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), JsonSerializer.Serialize(config, CoreJson.Default.HfLlamaConfig));
         ShardedCheckpoint.Write(dir, model.BaseParameters.Select(p => Export(model.Ops, p, p.Name)), maxShardBytes);
     }
 
-    /// <summary>Reads a Hugging Face LLaMA config.json (the fields NegDistill uses), naming any
-    /// field that is missing or unsupported.</summary>
+    /// <summary>Reads a Hugging Face LLaMA config.json (the fields NegDistill uses; others are ignored),
+    /// naming the file and any field that is missing, of the wrong type or unsupported.</summary>
     public static LlamaConfig ReadConfig(string dir)
     {
         string path = Path.Combine(dir, "config.json");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no config.json in the checkpoint folder", path);
-        using var doc = JsonDocument.Parse(File.ReadAllText(path));
-        var r = doc.RootElement;
-        int Int(string f) => r.TryGetProperty(f, out var v) && v.TryGetInt32(out int i) ? i
-            : throw new InvalidDataException($"{path}: field '{f}' is missing or not an integer");
-        if (r.TryGetProperty("num_key_value_heads", out var kv) && kv.GetInt32() != Int("num_attention_heads"))
-            throw new InvalidDataException($"{path}: num_key_value_heads {kv.GetInt32()} ≠ num_attention_heads (grouped-query attention is not supported; LLaMA-1/2-7b has none)");
-        if (r.TryGetProperty("tie_word_embeddings", out var tie) && tie.ValueKind == JsonValueKind.True)
+        HfLlamaConfig? r;
+        try { r = JsonSerializer.Deserialize(File.ReadAllText(path), CoreJson.Default.HfLlamaConfig); }
+        catch (JsonException e)
+        {
+            string field = e.Path is { Length: > 2 } p ? p.TrimStart('$', '.') + ": " : "";
+            string why = e.Message.Split(" Path:")[0];
+            throw new InvalidDataException($"{path}: {field}{why} (line {e.LineNumber + 1})", e);
+        }
+        if (r == null) throw new InvalidDataException($"{path}: the file holds null, not a config object");
+        int Need(int? v, string field) => v ?? throw new InvalidDataException($"{path}: field '{field}' is missing");
+        int heads = Need(r.NumAttentionHeads, "num_attention_heads");
+        if (r.NumKeyValueHeads is { } kv && kv != heads)
+            throw new InvalidDataException($"{path}: num_key_value_heads {kv} ≠ num_attention_heads (grouped-query attention is not supported; LLaMA-1/2-7b has none)");
+        if (r.TieWordEmbeddings == true)
             throw new InvalidDataException($"{path}: tie_word_embeddings = true is not supported (LLaMA unties them)");
+        static int? Id(JsonElement? e) => e is { ValueKind: JsonValueKind.Number } n && n.TryGetInt32(out int i) ? i : null;
         var c = new LlamaConfig
         {
-            Dim = Int("hidden_size"), Layers = Int("num_hidden_layers"), Heads = Int("num_attention_heads"),
-            FfnDim = Int("intermediate_size"), Vocab = Int("vocab_size"),
-            MaxSeq = r.TryGetProperty("max_position_embeddings", out var mp) ? mp.GetInt32() : 2048,
-            NormEps = r.TryGetProperty("rms_norm_eps", out var e) ? e.GetSingle() : 1e-6f,
-            RopeTheta = r.TryGetProperty("rope_theta", out var th) ? th.GetSingle() : 10000f,
-            Bos = r.TryGetProperty("bos_token_id", out var b) && b.ValueKind == JsonValueKind.Number ? b.GetInt32() : 1,
-            Eos = r.TryGetProperty("eos_token_id", out var eo) && eo.ValueKind == JsonValueKind.Number ? eo.GetInt32() : 2,
+            Dim = Need(r.HiddenSize, "hidden_size"), Layers = Need(r.NumHiddenLayers, "num_hidden_layers"), Heads = heads,
+            FfnDim = Need(r.IntermediateSize, "intermediate_size"), Vocab = Need(r.VocabSize, "vocab_size"),
+            MaxSeq = r.MaxPositionEmbeddings ?? 2048, NormEps = r.RmsNormEps ?? 1e-6f, RopeTheta = r.RopeTheta ?? 10000f,
+            Bos = Id(r.BosTokenId) ?? 1, Eos = Id(r.EosTokenId) ?? 2,
         };
-        c.Validate();
+        try { c.Validate(); }
+        catch (ArgumentException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
+        if (c.MaxSeq < 1) throw new InvalidDataException($"{path}: max_position_embeddings must be positive (got {c.MaxSeq})");
+        if (!(c.NormEps > 0) || !float.IsFinite(c.NormEps)) throw new InvalidDataException($"{path}: rms_norm_eps must be a positive number (got {c.NormEps})");
+        if (!(c.RopeTheta > 0) || !float.IsFinite(c.RopeTheta)) throw new InvalidDataException($"{path}: rope_theta must be a positive number (got {c.RopeTheta})");
         return c;
     }
 

@@ -7,8 +7,10 @@ namespace NegDistill.Model;
 public static class TeacherHidden
 {
     /// <summary>Runs <paramref name="teacher"/>'s decoder over the batch with dropout off and returns a
-    /// copy of its hidden states (N,C), owned by the caller. The teacher must be a model object of its
-    /// own (a forward overwrites the model's activations), on the backend of the student.</summary>
+    /// copy of its hidden states (N,C), owned by the caller. The teacher may be the student's own model
+    /// with the teacher's adapters in force (<see cref="LlamaModel.WithAdapters"/>, as NCE runs it): the
+    /// copy is taken before the student's forward overwrites the activations. It must be on the
+    /// student's backend.</summary>
     public static Tensor Capture(LlamaModel teacher, ModelBatch batch)
     {
         teacher.ForwardHidden(batch, training: false);

@@ -89,7 +89,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         if (src.Length > t.Length) throw new ArgumentException($"upload of {src.Length} values into {t}");
         if (t.DType == DType.F32) { var f = F(t).AsSpan(); for (int i = 0; i < src.Length; i++) f[i] = T.CreateTruncating(src[i]); return; }
         var h = C(t).H; bool bf = t.DType == DType.BF16;
-        for (int i = 0; i < src.Length; i++) h[i] = HalfBits.Narrow(src[i], bf);
+        for (int i = 0; i < src.Length; i++) h[i] = Checkpoints.HalfPrecision.Narrow(src[i], bf);
     }
     public void Upload(Tensor t, ReadOnlySpan<int> src) => src.CopyTo(I(t));
     public void UploadRaw16(Tensor t, ReadOnlySpan<ushort> src) => src.CopyTo(C(t).H);
@@ -98,7 +98,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         int n = (int)Math.Min(t.Length, dst.Length);
         if (t.DType == DType.F32) { var f = F(t).AsSpan(); for (int i = 0; i < n; i++) dst[i] = float.CreateTruncating(f[i]); return; }
         var h = C(t).H; bool bf = t.DType == DType.BF16;
-        for (int i = 0; i < n; i++) dst[i] = HalfBits.Widen(h[i], bf);
+        for (int i = 0; i < n; i++) dst[i] = Checkpoints.HalfPrecision.Widen(h[i], bf);
     }
     public void Download(Tensor t, Span<int> dst) => I(t).AsSpan(0, (int)Math.Min(dst.Length, t.Length)).CopyTo(dst);
     public void DownloadRaw16(Tensor t, Span<ushort> dst) => C(t).H.AsSpan(0, (int)Math.Min(dst.Length, t.Length)).CopyTo(dst);
@@ -108,7 +108,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         {
             case DType.F32: F(t).AsSpan().Fill(T.CreateTruncating(value)); break;
             case DType.I32: I(t).AsSpan().Fill((int)value); break;
-            default: C(t).H.AsSpan().Fill(HalfBits.Narrow(value, t.DType == DType.BF16)); break;
+            default: C(t).H.AsSpan().Fill(Checkpoints.HalfPrecision.Narrow(value, t.DType == DType.BF16)); break;
         }
     }
     public void Copy(Tensor dst, Tensor src)
@@ -171,7 +171,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
             // oracle precision: widen the 16-bit weights exactly, then multiply in T
             var h = C(b).H; bool bf = b.DType == DType.BF16;
             var wide = new T[h.Count];
-            for (int i = 0; i < wide.Length; i++) wide[i] = T.CreateTruncating(HalfBits.Widen(h[i], bf));
+            for (int i = 0; i < wide.Length; i++) wide[i] = T.CreateTruncating(Checkpoints.HalfPrecision.Widen(h[i], bf));
             Gemm.Compute<T>(transA, transB, m, n, k, T.CreateTruncating(alpha), F(a), lda, wide, ldb, T.CreateTruncating(beta), F(c), n);
         }
     }

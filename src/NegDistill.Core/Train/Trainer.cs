@@ -224,6 +224,9 @@ public sealed class Trainer
         return j < 0 ? name[(i + 7)..] : name[(i + 7)..j];
     }
 
+    /// <summary>The checkpoint's three tensors of a trainable parameter: its weights, AdamW's m and v.</summary>
+    static (string Prefix, Tensor T)[] StateTensors(Param p) => [("param.", p.W), ("optim.m.", p.M!), ("optim.v.", p.V!)];
+
     /// <summary>Writes trainable weights, AdamW moments and the step as one safetensors file, atomically.</summary>
     public void Save()
     {
@@ -232,7 +235,7 @@ public sealed class Trainer
         foreach (var p in _params)
         {
             var shape = p.Shape.Select(d => (long)d).ToArray();
-            foreach (var (prefix, t) in new[] { ("param.", p.W), (TrainingState.MomentPrefixM, p.M!), (TrainingState.MomentPrefixV, p.V!) })
+            foreach (var (prefix, t) in StateTensors(p))
             {
                 var buf = new float[p.Length];
                 ops.Download(t, buf);
@@ -255,7 +258,7 @@ public sealed class Trainer
             throw new CheckpointFormatException(CheckpointErrorKind.InvalidTrainingState, StatePath, null, "metadata has no integer 'step'");
         var ops = _model.Ops;
         foreach (var p in _params)
-            foreach (var (prefix, t) in new[] { ("param.", p.W), (TrainingState.MomentPrefixM, p.M!), (TrainingState.MomentPrefixV, p.V!) })
+            foreach (var (prefix, t) in StateTensors(p))
             {
                 string name = prefix + p.Name;
                 if (!f.Contains(name))
