@@ -23,19 +23,14 @@ public sealed class KvCache : IDisposable
         if (maxRows < 1) throw new ArgumentOutOfRangeException(nameof(maxRows), maxRows, "at least one row per forward");
         (Model, Slots, MaxSeq, MaxRows) = (model, slots, maxSeq, maxRows);
         var o = model.Ops;
-        int c = cfg.Dim, f = cfg.FfnDim, v = cfg.Vocab;
-        K = Enumerable.Range(0, cfg.Layers).Select(l => o.Alloc($"kv.k{l}", DType.F32, slots, maxSeq, c)).ToArray();
-        V = Enumerable.Range(0, cfg.Layers).Select(l => o.Alloc($"kv.v{l}", DType.F32, slots, maxSeq, c)).ToArray();
-        X = o.Alloc("kv.x", DType.F32, maxRows, c); Xn = o.Alloc("kv.xn", DType.F32, maxRows, c);
-        Q = o.Alloc("kv.q", DType.F32, maxRows, c); Kr = o.Alloc("kv.kr", DType.F32, maxRows, c); Vr = o.Alloc("kv.vr", DType.F32, maxRows, c);
-        Ao = o.Alloc("kv.ao", DType.F32, maxRows, c); Tmp = o.Alloc("kv.tmp", DType.F32, maxRows, c);
-        Rstd = o.Alloc("kv.rstd", DType.F32, maxRows);
-        G = o.Alloc("kv.g", DType.F32, maxRows, f); U = o.Alloc("kv.u", DType.F32, maxRows, f); Hh = o.Alloc("kv.h", DType.F32, maxRows, f);
-        Logits = o.Alloc("kv.logits", DType.F32, maxRows, v);
-        Tokens = o.Alloc("kv.tokens", DType.I32, maxRows); RowSlot = o.Alloc("kv.slot", DType.I32, maxRows);
-        RowPos = o.Alloc("kv.pos", DType.I32, maxRows); LogitRows = o.Alloc("kv.logitrows", DType.I32, maxRows);
-        Sampled = o.Alloc("kv.sampled", DType.I32, maxRows); SampledLogProb = o.Alloc("kv.sampled.lp", DType.F32, maxRows);
-        RowSeed = o.Alloc("kv.seed", DType.I32, maxRows, 2); RowCounter = o.Alloc("kv.counter", DType.I32, maxRows);
+        var kv = ActivationSizes.Alloc(o, "", ActivationSizes.KvCache(cfg, slots, maxSeq));
+        K = Enumerable.Range(0, cfg.Layers).Select(l => kv[$"kv.k{l}"]).ToArray();
+        V = Enumerable.Range(0, cfg.Layers).Select(l => kv[$"kv.v{l}"]).ToArray();
+        var r = ActivationSizes.Alloc(o, "", ActivationSizes.KvRows(cfg, maxRows));
+        (X, Xn, Q, Kr, Vr, Ao, Tmp, Rstd) = (r["kv.x"], r["kv.xn"], r["kv.q"], r["kv.kr"], r["kv.vr"], r["kv.ao"], r["kv.tmp"], r["kv.rstd"]);
+        (G, U, Hh, Logits) = (r["kv.g"], r["kv.u"], r["kv.h"], r["kv.logits"]);
+        (Tokens, RowSlot, RowPos, LogitRows) = (r["kv.tokens"], r["kv.slot"], r["kv.pos"], r["kv.logitrows"]);
+        (Sampled, SampledLogProb, RowSeed, RowCounter) = (r["kv.sampled"], r["kv.sampled.lp"], r["kv.seed"], r["kv.counter"]);
         foreach (var a in model.Adapters.Values) a.Reserve(maxRows, training: false);   // adapters' row buffers, once
     }
 

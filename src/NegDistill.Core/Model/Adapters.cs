@@ -79,16 +79,17 @@ public sealed class LoraAdapter : IProjectionAdapter
     // is x itself and no copy is kept.
     void EnsureForward(int n, bool dropout)
     {
-        if (n > _capF) { _xa?.Dispose(); _xa = _ops.Alloc(A.Name + ".xa", DType.F32, n, _r); _capF = n; }
-        if (dropout && n > _capD) { _xd?.Dispose(); _xd = _ops.Alloc(A.Name + ".xd", DType.F32, n, _in); _capD = n; }
+        var f = ActivationSizes.LoraForward(n, _in, _r, dropout: true).ToDictionary(b => b.Name);   // shapes: ActivationSizes
+        if (n > _capF) { _xa?.Dispose(); _xa = ActivationSizes.Alloc(_ops, A.Name + ".", f["xa"]); _capF = n; }
+        if (dropout && n > _capD) { _xd?.Dispose(); _xd = ActivationSizes.Alloc(_ops, A.Name + ".", f["xd"]); _capD = n; }
     }
 
     void EnsureBackward(int n)
     {
         if (n <= _capB) return;
         _dxa?.Dispose(); _dxd?.Dispose();
-        _dxa = _ops.Alloc(A.Name + ".dxa", DType.F32, n, _r);
-        _dxd = _ops.Alloc(A.Name + ".dxd", DType.F32, n, _in);
+        var b = ActivationSizes.Alloc(_ops, A.Name + ".", ActivationSizes.LoraBackward(n, _in, _r));
+        (_dxa, _dxd) = (b["dxa"], b["dxd"]);
         _capB = n;
     }
 

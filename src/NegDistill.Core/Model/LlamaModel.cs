@@ -231,30 +231,27 @@ public sealed partial class LlamaModel : IDisposable
         if (b == _b && t == _t && _s != null && _acts.Length == (Recompute ? 1 : Layers.Length)) return;
         FreeActivations();
         (_b, _t) = (b, t);
-        int n = b * t;
         var o = Ops;
-        _xs = Enumerable.Range(0, Layers.Length + 1).Select(i => o.Alloc($"x{i}", DType.F32, n, C)).ToArray();
-        _acts = Enumerable.Range(0, Recompute ? 1 : Layers.Length).Select(i => new LayerActs
+        _xs = ActivationSizes.Residual(Config, b, t).Select(x => o.Alloc(x.Name, x.Type, x.Dims)).ToArray();
+        _acts = Enumerable.Range(0, Recompute ? 1 : Layers.Length).Select(i =>
         {
-            Xn1 = o.Alloc($"l{i}.xn1", DType.F32, n, C), Rstd1 = o.Alloc($"l{i}.rstd1", DType.F32, n),
-            Q = o.Alloc($"l{i}.q", DType.F32, n, C), K = o.Alloc($"l{i}.k", DType.F32, n, C), V = o.Alloc($"l{i}.v", DType.F32, n, C),
-            Att = o.Alloc($"l{i}.att", DType.F32, b, H, t, t), Ao = o.Alloc($"l{i}.ao", DType.F32, n, C),
-            X2 = o.Alloc($"l{i}.x2", DType.F32, n, C), Xn2 = o.Alloc($"l{i}.xn2", DType.F32, n, C), Rstd2 = o.Alloc($"l{i}.rstd2", DType.F32, n),
-            G = o.Alloc($"l{i}.g", DType.F32, n, F), U = o.Alloc($"l{i}.u", DType.F32, n, F), Hh = o.Alloc($"l{i}.h", DType.F32, n, F),
+            var a = ActivationSizes.Alloc(o, $"l{i}.", ActivationSizes.Layer(Config, b, t));
+            return new LayerActs
+            {
+                Xn1 = a["xn1"], Rstd1 = a["rstd1"], Q = a["q"], K = a["k"], V = a["v"], Att = a["att"], Ao = a["ao"],
+                X2 = a["x2"], Xn2 = a["xn2"], Rstd2 = a["rstd2"], G = a["g"], U = a["u"], Hh = a["h"],
+            };
         }).ToArray();
-        ChunkRows = (int)Math.Max(1, Math.Min(n, LogitsBudget / V));
+        ChunkRows = ActivationSizes.ChunkRows(Config, b, t, LogitsBudget);
+        var s = ActivationSizes.Alloc(o, "", ActivationSizes.Scratch(Config, b, t, ChunkRows));
         _s = new Scratch
         {
-            Dres = o.Alloc("dres", DType.F32, n, C), Dx2 = o.Alloc("dx2", DType.F32, n, C), Dxn = o.Alloc("dxn", DType.F32, n, C),
-            Dq = o.Alloc("dq", DType.F32, n, C), Dk = o.Alloc("dk", DType.F32, n, C), Dv = o.Alloc("dv", DType.F32, n, C),
-            Datt = o.Alloc("datt", DType.F32, b, H, t, t), Dao = o.Alloc("dao", DType.F32, n, C),
-            Dh = o.Alloc("dh", DType.F32, n, F), Dg = o.Alloc("dg", DType.F32, n, F), Du = o.Alloc("du", DType.F32, n, F),
-            Xf = o.Alloc("xf", DType.F32, n, C), RstdF = o.Alloc("rstdf", DType.F32, n), Dxf = o.Alloc("dxf", DType.F32, n, C),
-            Logits = o.Alloc("logits", DType.F32, ChunkRows, V), Losses = o.Alloc("losses", DType.F32, n),
-            DwSink = o.Alloc("dw.frozen", DType.F32, C),   // receives norm-weight gradients of frozen norms
+            Dres = s["dres"], Dx2 = s["dx2"], Dxn = s["dxn"], Dq = s["dq"], Dk = s["dk"], Dv = s["dv"], Datt = s["datt"], Dao = s["dao"],
+            Dh = s["dh"], Dg = s["dg"], Du = s["du"], Xf = s["xf"], RstdF = s["rstdf"], Dxf = s["dxf"], Logits = s["logits"], Losses = s["losses"],
+            DwSink = s["dw.frozen"],
         };
-        _tokens = o.Alloc("tokens", DType.I32, n); _pos = o.Alloc("pos", DType.I32, n);
-        _mask = o.Alloc("mask", DType.F32, n); _targets = o.Alloc("targets", DType.I32, n);
+        var inputs = ActivationSizes.Alloc(o, "", ActivationSizes.Inputs(b, t));
+        (_tokens, _pos, _mask, _targets) = (inputs["tokens"], inputs["pos"], inputs["mask"], inputs["targets"]);
     }
 
     void FreeActivations()

@@ -122,14 +122,8 @@ public sealed class NatAdapter : IProjectionAdapter
     {
         if (n <= _capF) return;
         foreach (var t in new[] { _h, _q, _k, _u, _mix, _aNeg }) t?.Dispose();
-        var o = _ops;
-        string p = Prefix + ".nat.";
-        _h = o.Alloc(p + "h", DType.F32, 2 * n, _out);
-        _q = o.Alloc(p + "q", DType.F32, n, _d);
-        _k = o.Alloc(p + "k", DType.F32, 2 * n, _d);
-        _u = o.Alloc(p + "u", DType.F32, 2 * n, _d);
-        _mix = o.Alloc(p + "mix", DType.F32, n, _d);
-        _aNeg = o.Alloc(p + "a_neg", DType.F32, n);
+        var f = ActivationSizes.Alloc(_ops, Prefix + ".nat.", ActivationSizes.NatForward(n, _out, _d));
+        (_h, _q, _k, _u, _mix, _aNeg) = (f["h"], f["q"], f["k"], f["u"], f["mix"], f["a_neg"]);
         _capF = n;
         _lastRows = 0;
     }
@@ -138,13 +132,8 @@ public sealed class NatAdapter : IProjectionAdapter
     {
         if (n <= _capB) return;
         foreach (var t in new[] { _dmix, _dq, _dk, _du, _dh }) t?.Dispose();
-        var o = _ops;
-        string p = Prefix + ".nat.";
-        _dmix = o.Alloc(p + "dmix", DType.F32, n, _d);
-        _dq = o.Alloc(p + "dq", DType.F32, n, _d);
-        _dk = o.Alloc(p + "dk", DType.F32, 2 * n, _d);
-        _du = o.Alloc(p + "du", DType.F32, 2 * n, _d);
-        _dh = o.Alloc(p + "dh", DType.F32, 2 * n, _out);
+        var g = ActivationSizes.Alloc(_ops, Prefix + ".nat.", ActivationSizes.NatBackward(n, _out, _d));
+        (_dmix, _dq, _dk, _du, _dh) = (g["dmix"], g["dq"], g["dk"], g["du"], g["dh"]);
         _capB = n;
     }
 
