@@ -172,7 +172,6 @@ public sealed class Sampler : IDisposable
             int m = logitRows.Count;
             if (m > 0)
             {
-                long t0 = Stopwatch.GetTimestamp();              // the forward synchronised when timing
                 for (int i = 0; i < m; i++)
                 {
                     var s = sampled[i];
@@ -185,7 +184,6 @@ public sealed class Sampler : IDisposable
                     _s.Temperature, _s.TopK, _s.TopP);
                 o.Download(Cache.Sampled, outTok.AsSpan(0, m));
                 o.Download(Cache.SampledLogProb, outLp.AsSpan(0, m));
-                InferenceTimings.Lap(Cache.Timings, o, ref t0, InferencePhase.Sampling);
             }
 
             for (int i = 0; i < m; i++)

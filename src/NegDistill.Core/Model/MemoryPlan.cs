@@ -87,7 +87,7 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
 
     /// <summary>
     /// What batched sampling allocates (<see cref="Infer.Sampler"/>: the model, frozen adapters, a
-    /// <see cref="Infer.KvCache"/> of <paramref name="slots"/> × <paramref name="maxSeq"/> positions and its
+    /// <see cref="KvCache"/> of <paramref name="slots"/> × <paramref name="maxSeq"/> positions and its
     /// row buffers for <paramref name="maxRows"/> rows per forward), from the same table they allocate from.
     /// </summary>
     /// <param name="nat">for a NAT student (LoRA_neg + LoRA_pos + integration units, frozen): their

@@ -1,8 +1,6 @@
-using System.Diagnostics;
-using NegDistill.Model;
 using NegDistill.Runtime;
 
-namespace NegDistill.Infer;
+namespace NegDistill.Model;
 
 /// <summary>
 /// The state of batched decoding on one backend: per layer, K and V of every slot's tokens, (S, Tmax, C)
@@ -54,10 +52,6 @@ public sealed class KvCache : IDisposable
     public Tensor RowSeed { get; }
     public Tensor RowCounter { get; }
 
-    /// <summary>When set, <see cref="LlamaModel.ForwardRows"/> synchronises the backend around its op
-    /// groups and adds their wall time here (for profiling; off by default, as it serialises a GPU).</summary>
-    public InferenceTimings? Timings { get; set; }
-
     public long Bytes => K.Sum(t => t.Bytes) + V.Sum(t => t.Bytes);
 
     public void Dispose()
@@ -65,48 +59,5 @@ public sealed class KvCache : IDisposable
         foreach (var t in K.Concat(V)) t.Dispose();
         foreach (var t in new[] { X, Xn, Q, Kr, Vr, Ao, Tmp, Rstd, G, U, Hh, Logits, Tokens, RowSlot, RowPos, LogitRows, Sampled, SampledLogProb, RowSeed, RowCounter })
             t.Dispose();
-    }
-}
-
-public enum InferencePhase { Matmul, Attention, Sampling, Other }
-
-/// <summary>Wall time of inference by op group, accumulated while <see cref="KvCache.Timings"/> is set.</summary>
-public sealed class InferenceTimings
-{
-    /// <summary>Projections with their adapters, and the LM head.</summary>
-    public TimeSpan Matmul;
-    /// <summary>RoPE, cache write and cached attention.</summary>
-    public TimeSpan Attention;
-    /// <summary>Next-token sampling (timed by the sampler) and the download of its result.</summary>
-    public TimeSpan Sampling;
-    /// <summary>Embedding, norms, SwiGLU, residual adds, row gather and uploads.</summary>
-    public TimeSpan Other;
-
-    public TimeSpan Total => Matmul + Attention + Sampling + Other;
-    public void Reset() => Matmul = Attention = Sampling = Other = TimeSpan.Zero;
-
-    /// <summary>When <paramref name="tm"/> is set: synchronises <paramref name="ops"/>, adds the time
-    /// since <paramref name="t0"/> to <paramref name="phase"/>, and sets <paramref name="t0"/> to now.</summary>
-    public static void Lap(InferenceTimings? tm, IBackend ops, ref long t0, InferencePhase phase)
-    {
-        if (tm == null) return;
-        ops.Synchronize();
-        long t1 = Stopwatch.GetTimestamp();
-        var dt = Stopwatch.GetElapsedTime(t0, t1);
-        t0 = t1;
-        switch (phase)
-        {
-            case InferencePhase.Matmul: tm.Matmul += dt; break;
-            case InferencePhase.Attention: tm.Attention += dt; break;
-            case InferencePhase.Sampling: tm.Sampling += dt; break;
-            default: tm.Other += dt; break;
-        }
-    }
-
-    public override string ToString()
-    {
-        double total = Math.Max(Total.TotalSeconds, 1e-12);
-        string P(TimeSpan t) => $"{100 * t.TotalSeconds / total:F1}%";
-        return $"matmul {P(Matmul)}, attention {P(Attention)}, sampling {P(Sampling)}, other {P(Other)} of {Total.TotalMilliseconds:F1} ms";
     }
 }
