@@ -56,34 +56,17 @@ public static class HalfPrecision
 
     public static ushort Narrow(float f, bool bf16) => bf16 ? SingleToBFloat16(f) : SingleToHalf(f);
 
-    public static void SingleToBFloat16(ReadOnlySpan<float> source, Span<ushort> destination)
-    {
-        CheckLengths(source.Length, destination.Length);
-        for (int i = 0; i < source.Length; i++) destination[i] = SingleToBFloat16(source[i]);
-    }
+    public static void SingleToBFloat16(ReadOnlySpan<float> source, Span<ushort> destination) => Map(source, destination, SingleToBFloat16);
+    public static void BFloat16ToSingle(ReadOnlySpan<ushort> source, Span<float> destination) => Map(source, destination, BFloat16ToSingle);
+    public static void SingleToHalf(ReadOnlySpan<float> source, Span<ushort> destination) => Map(source, destination, SingleToHalf);
+    public static void HalfToSingle(ReadOnlySpan<ushort> source, Span<float> destination) => Map(source, destination, HalfToSingle);
 
-    public static void BFloat16ToSingle(ReadOnlySpan<ushort> source, Span<float> destination)
+    /// <summary>Element-wise conversion of spans of equal length (the checkpoint codecs use the scalar forms inline).</summary>
+    static void Map<TIn, TOut>(ReadOnlySpan<TIn> source, Span<TOut> destination, Func<TIn, TOut> convert)
     {
-        CheckLengths(source.Length, destination.Length);
-        for (int i = 0; i < source.Length; i++) destination[i] = BFloat16ToSingle(source[i]);
-    }
-
-    public static void SingleToHalf(ReadOnlySpan<float> source, Span<ushort> destination)
-    {
-        CheckLengths(source.Length, destination.Length);
-        for (int i = 0; i < source.Length; i++) destination[i] = SingleToHalf(source[i]);
-    }
-
-    public static void HalfToSingle(ReadOnlySpan<ushort> source, Span<float> destination)
-    {
-        CheckLengths(source.Length, destination.Length);
-        for (int i = 0; i < source.Length; i++) destination[i] = HalfToSingle(source[i]);
-    }
-
-    private static void CheckLengths(int source, int destination)
-    {
-        if (source != destination)
-            throw new ArgumentException($"source has {source} elements but destination has {destination}");
+        if (source.Length != destination.Length)
+            throw new ArgumentException($"source has {source.Length} elements but destination has {destination.Length}");
+        for (int i = 0; i < source.Length; i++) destination[i] = convert(source[i]);
     }
 }
 

@@ -2,8 +2,6 @@ namespace NegDistill.Method.Settings;
 
 /// <summary>Step 3 on a trained student (method.md: N candidates per question, voted by SC, WS and
 /// ASC): `sample` and `eval`'s options and the pipeline's <c>eval</c> section.</summary>
-// Settable rather than init-only: System.Text.Json's source generator fills init-only properties
-// that the JSON leaves out with default(T), losing the initialisers below.
 public sealed record EvalSettings
 {
     public string? Data { get; set; }

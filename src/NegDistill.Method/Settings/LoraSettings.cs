@@ -4,8 +4,6 @@ namespace NegDistill.Method.Settings;
 
 /// <summary>The LoRA every stage trains (method.md: r 8, alpha 16, dropout 0.05 on q_proj and v_proj):
 /// `train`'s --lora-* options and the pipeline's <c>lora</c> section; defaults are <see cref="LoraConfig"/>'s.</summary>
-// Settable rather than init-only: System.Text.Json's source generator fills init-only properties
-// that the JSON leaves out with default(T), losing the initialisers below.
 public sealed record LoraSettings
 {
     static readonly LoraConfig Default = new();

@@ -8,8 +8,6 @@ namespace NegDistill.Method.Settings;
 /// JSON file (comments and trailing commas allowed, an unknown field refused) and checked completely,
 /// every problem named by its field, before anything runs.
 /// </summary>
-// Settable rather than init-only: System.Text.Json's source generator fills init-only properties
-// that the JSON leaves out with default(T), losing the initialisers below.
 public sealed record PipelineConfig
 {
     public string? Base { get; set; }

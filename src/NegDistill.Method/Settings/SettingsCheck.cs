@@ -9,7 +9,9 @@ public enum SettingSource
     Config,
 }
 
-/// <summary>One setting's two spellings and its help text, declared once beside its record's property.</summary>
+/// <summary>One setting's two spellings and its help text, declared once beside its record's property.
+/// (The records' properties are settable, not init-only: System.Text.Json's source generator fills
+/// init-only properties that the JSON leaves out with default(T), losing their initialisers.)</summary>
 /// <param name="Option">the command-line option (or argument), e.g. <c>--micro-batch</c>; null when the CLI has none</param>
 /// <param name="Field">the pipeline JSON field, e.g. <c>train.micro_batch</c>; null when the config has none</param>
 public sealed record SettingInfo(string? Option, string? Field, string Help)

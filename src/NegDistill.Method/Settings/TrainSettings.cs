@@ -7,8 +7,6 @@ namespace NegDistill.Method.Settings;
 /// options and the pipeline's <c>train</c> section. Defaults of the optimisation loop are
 /// <see cref="TrainConfig"/>'s, so there is one of each.
 /// </summary>
-// Settable rather than init-only: System.Text.Json's source generator fills init-only properties
-// that the JSON leaves out with default(T), losing the initialisers below.
 public sealed record TrainSettings
 {
     static readonly TrainConfig Loop = new();
