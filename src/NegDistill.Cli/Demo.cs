@@ -83,7 +83,7 @@ static class Demo
         train.Check(check);
         check.ThrowIfAny();
         var total = Stopwatch.StartNew();
-        Directory.CreateDirectory(opt.Out);
+        Pipeline.RequireWritable(opt.Out, DemoSettings.Keys.Out, SettingSource.CommandLine);
         report.Line($"NegDistill demo → {Path.GetFullPath(opt.Out)}  (device {device.Device}, seed {opt.Seed}{(opt.Quick ? ", quick" : "")})");
 
         // 1. the world and its teacher

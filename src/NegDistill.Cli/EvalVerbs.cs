@@ -86,6 +86,7 @@ static class EvalVerbs
         s.Check(check);
         d.Check(check);
         check.ThrowIfAny();
+        Pipeline.RequireWritable(j.Out, OutKey, SettingSource.CommandLine);
         var student = Evaluation.StudentFolder(j.Adapter, AdapterKey, SettingSource.CommandLine);
         var ranker = j.Rank == null ? null : Evaluation.RankerFolder(j.Rank, RankKey, SettingSource.CommandLine);
         var b = BaseModel.Open(j.Base);

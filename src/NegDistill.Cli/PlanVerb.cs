@@ -97,6 +97,6 @@ static class PlanVerb
         foreach (var line in plan.Render(title, device).TrimEnd('\n').Split('\n')) report.Line(line);
         if (plan.Total <= device) return ExitCodes.Ok;
         Console.Error.WriteLine(p.Stage == "sample" ? "does not fit: lower --slots, --seq or --n" : "does not fit: lower --batch or --seq, or add --recompute");
-        return ExitCodes.OutOfMemory;
+        return ExitCodes.DoesNotFit;
     }
 }

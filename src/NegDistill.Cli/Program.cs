@@ -5,12 +5,6 @@ using NegDistill.Method.Settings;
 
 namespace NegDistill.Cli;
 
-/// <summary>Process exit codes, distinct per failure class (the README's table lists them).</summary>
-static class ExitCodes
-{
-    public const int Ok = 0, Failure = 1, BadInput = 2, OutOfMemory = 3, Interrupted = 130;
-}
-
 static class Program
 {
     static int Main(string[] args)
@@ -24,6 +18,11 @@ static class Program
         root.Subcommands.Add(TrainVerb.Build());
         root.Subcommands.Add(PipelineVerb.Build());
 
+        AppDomain.CurrentDomain.UnhandledException += (_, e) =>   // a fault on another thread: still one line and a log
+        {
+            Failures.Report((Exception)e.ExceptionObject, Console.Error, Console.Out);
+            Environment.Exit(ExitCodes.Failure);
+        };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
@@ -58,23 +57,15 @@ static class Cli
     public static IReporter Console => _console ??= TextReporter.Console();
     static IReporter? _console;
 
-    /// <summary>Runs a verb with Ctrl-C turned into cancellation (the trainer checkpoints and stops) and
-    /// errors mapped to exit codes with a one-line message.</summary>
+    /// <summary>Runs a verb with Ctrl-C turned into cancellation (the trainer checkpoints and stops) and every
+    /// failure turned into one line and its exit code (<see cref="Failures"/>).</summary>
     public static int Guarded(Func<CancellationToken, int> body)
     {
         using var cts = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); System.Console.Error.WriteLine("\ninterrupt: finishing the current step and checkpointing..."); };
         System.Console.CancelKeyPress += onCancel;
         try { return body(cts.Token); }
-        catch (StageInterrupted e) { System.Console.WriteLine(e.Message); return ExitCodes.Interrupted; }
-        catch (OutOfMemoryException e) { System.Console.Error.WriteLine($"out of memory: {e.Message}"); return ExitCodes.OutOfMemory; }
-        catch (PlanDoesNotFitException e) { System.Console.Error.WriteLine($"does not fit: {e.Message}"); return ExitCodes.OutOfMemory; }
-        catch (Exception e) when (e is SettingsException or ArgumentException or FormatException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException
-                                   or MalformedRecordException or Checkpoints.CheckpointFormatException)
-        {
-            System.Console.Error.WriteLine($"error: {e.Message}");
-            return ExitCodes.BadInput;
-        }
+        catch (Exception e) { return Failures.Report(e, System.Console.Error, System.Console.Out); }
         finally { System.Console.CancelKeyPress -= onCancel; }
     }
 }

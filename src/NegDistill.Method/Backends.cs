@@ -15,7 +15,7 @@ public static class Backends
     {
         "cpu" => new CpuBackend(),
         "ilgpu-cpu" => new IlgpuBackend(IlgpuDevice.Cpu),
-        "cuda" => new IlgpuBackend(IlgpuDevice.Cuda),
+        "cuda" => TryCuda() ?? throw new DeviceUnavailableException("--device cuda: no CUDA GPU is visible to ILGPU on this machine (use --device cpu, or auto to take a GPU when there is one)"),
         "auto" => TryCuda() ?? new CpuBackend(),
         _ => throw new ArgumentException($"unknown device '{name}' ({string.Join(", ", Names)})"),
     };

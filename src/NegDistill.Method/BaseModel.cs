@@ -27,8 +27,8 @@ public sealed record BaseModel(string Dir, LlamaConfig Config, ITokenizer Tokeni
         string model = Path.Combine(dir, "tokenizer.model"), json = Path.Combine(dir, "tokenizer.json");
         ITokenizer tok;
         string file;
-        if (File.Exists(model)) (tok, file) = (LlamaSentencePieceTokenizer.FromModelFile(model), model);
-        else if (File.Exists(json)) (tok, file) = (LlamaSentencePieceTokenizer.FromHuggingFaceJson(json, out _), json);
+        if (File.Exists(model)) (tok, file) = (Parse(model, () => LlamaSentencePieceTokenizer.FromModelFile(model)), model);
+        else if (File.Exists(json)) (tok, file) = (Parse(json, () => LlamaSentencePieceTokenizer.FromHuggingFaceJson(json, out _)), json);
         else
         {
             var bytes = new ByteTokenizer();
@@ -38,6 +38,16 @@ public sealed record BaseModel(string Dir, LlamaConfig Config, ITokenizer Tokeni
         if (tok.VocabSize > cfg.Vocab)
             throw new InvalidDataException($"{file}: the tokenizer has {tok.VocabSize} ids but config.json's vocab_size is {cfg.Vocab} (the embedding has no row for the others)");
         return tok;
+    }
+
+    /// <summary>A tokenizer file that does not parse is bad input naming the file, whatever the parser threw.</summary>
+    static ITokenizer Parse(string file, Func<ITokenizer> load)
+    {
+        try { return load(); }
+        catch (Exception e) when (e is not (UnauthorizedAccessException or OutOfMemoryException))   // the protobuf parser's errors are IOExceptions too
+        {
+            throw new InvalidDataException($"{file}: not a usable tokenizer ({e.GetType().Name}: {e.Message.Split('\n')[0]})", e);
+        }
     }
 
     /// <summary>The frozen base with no adapters, built in its storage precision.</summary>

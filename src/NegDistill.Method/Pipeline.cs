@@ -23,6 +23,7 @@ public static class Pipeline
         lora.Check(check);
         foreach (var s in stages) s.Check(train, check);
         check.ThrowIfAny();
+        RequireWritable(run.Out, RunSettings.Keys.Out, SettingSource.CommandLine);
         using var ctx = StageContext.Open(run, train, lora, device, SettingSource.CommandLine, report, cancel);
         Run(ctx, stages);
         foreach (var l in ctx.Log) report.Line(l);
@@ -35,6 +36,7 @@ public static class Pipeline
     public static string? FromConfig(string configPath, IReporter report, CancellationToken cancel)
     {
         var (c, stages) = PipelineConfig.Load(configPath);
+        RequireWritable(c.Out, RunSettings.Keys.Out, SettingSource.Config);
         using var ctx = StageContext.Open(c.Run, c.Train, c.Lora, c.DeviceSettings, SettingSource.Config, report, cancel);
         Run(ctx, stages);
         foreach (var l in ctx.Log) report.Line(l);
@@ -67,6 +69,23 @@ public static class Pipeline
         {
             if (stages.Count > 1) ctx.Report.Line($"== stage {s.Name}");
             s.Run(ctx);
+        }
+    }
+
+    /// <summary>The output folder, created, must take a file: refused up front (naming the option or field)
+    /// rather than when the first checkpoint is written.</summary>
+    public static void RequireWritable(string dir, SettingInfo key, SettingSource source)
+    {
+        try
+        {
+            Directory.CreateDirectory(dir);
+            string probe = Path.Combine(dir, $".negdistill-write-test-{Environment.ProcessId}");
+            File.WriteAllText(probe, "");
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"{key.NameIn(source)} {dir}: cannot write there ({e.Message})", e);
         }
     }
 

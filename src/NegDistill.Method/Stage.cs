@@ -41,6 +41,7 @@ public abstract class Stage
     public virtual void Run(StageContext ctx)
     {
         if (IsComplete(ctx)) { ctx.Report.Line($"{Name}: complete, skipped"); return; }
+        AtomicFile.SweepStale(ctx.AdapterDir(Name));   // an adapter write the process was killed in
         Train(ctx);
     }
 

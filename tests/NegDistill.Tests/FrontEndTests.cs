@@ -161,6 +161,12 @@ public class FrontEndTests
             Assert.That(b.Names, Is.EquivalentTo(a.Names));
             foreach (var name in a.Names)
                 Assert.That(b.ReadFloat32(name), Is.EqualTo(a.ReadFloat32(name)), $"{stage}: {name} differs after kill and rerun");
+            // nothing left behind: each step logged once, no temporary file of an interrupted write
+            var steps = Train.Trainer.ReadMetrics(Path.Combine(dir, "killed", stage, Train.Trainer.MetricsFile)).Select(m => m.Step);
+            Assert.That(File.ReadAllLines(Path.Combine(dir, "killed", stage, Train.Trainer.MetricsFile)), Has.Length.EqualTo(24), stage);
+            Assert.That(steps, Is.EqualTo(Enumerable.Range(1, 24)), stage);
+            foreach (var f in Directory.GetFiles(Path.Combine(dir, "killed", stage), "*", SearchOption.AllDirectories))
+                Assert.That(AtomicFile.IsTempFileName(Path.GetFileName(f)), Is.False, f);
         }
     }
 

@@ -190,7 +190,7 @@ public sealed class Sampler : IDisposable
             {
                 var s = sampled[i];
                 int t = outTok[i];
-                if (t < 0) throw new InvalidOperationException($"request {s.Req.Id}, sample {s.Index}: the logits are NaN at generated token {s.Generated}");
+                if (t < 0) throw new NonFiniteException($"sampling request {s.Req.Id}, sample {s.Index}: the logits are NaN at generated token {s.Generated} (non-finite weights or activations in the model)");
                 s.Generated++;
                 s.LogProb += outLp[i];
                 stats.GeneratedTokens++;

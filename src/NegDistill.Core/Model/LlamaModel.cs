@@ -408,6 +408,42 @@ public sealed partial class LlamaModel : IDisposable
         Ops.RmsNormBackward(s.Dres, w.AttnNorm.Grad ?? s.DwSink, s.Dxn, _xs[l], w.AttnNorm.W, a.Rstd1, n, C);
     }
 
+    // ---------------------------------------------------------------- diagnosis
+    /// <summary>The first tensor holding NaN or ±Infinity: a parameter (base, then adapters, in order), else
+    /// an activation of the last forward in the order the forward wrote them; null when all are finite.
+    /// For the trainer's report when a loss or gradient went non-finite (reads every tensor: slow).</summary>
+    public string? FirstNonFinite()
+    {
+        var adapterParams = Adapters.OrderBy(a => a.Key.Layer).ThenBy(a => a.Key.Proj).SelectMany(a => a.Value.Parameters);
+        foreach (var p in BaseParameters.Concat(adapterParams))
+            if (NonFinite(p.W)) return $"parameter {p.Name}";
+        if (_s == null) return null;
+        bool Bad(Tensor t) => NonFinite(t);
+        if (Bad(_xs[0])) return "activation x0 (the embedding's output)";
+        for (int l = 0; l < Layers.Length; l++)
+        {
+            if (!Recompute || l == Layers.Length - 1)   // recomputation keeps the last layer's set only
+            {
+                var a = Acts(l);
+                foreach (var (name, t) in new[] { ("xn1", a.Xn1), ("q", a.Q), ("k", a.K), ("v", a.V), ("att", a.Att), ("ao", a.Ao), ("x2", a.X2), ("xn2", a.Xn2), ("g", a.G), ("u", a.U), ("h", a.Hh) })
+                    if (Bad(t)) return $"activation {name} of layer {l}";
+            }
+            if (Bad(_xs[l + 1])) return $"activation x{l + 1} (the residual stream after layer {l})";
+        }
+        return Bad(_s.Xf) ? "activation xf (the final norm's output)" : null;
+    }
+
+    bool NonFinite(Tensor t)
+    {
+        if (t.DType == DType.F32) return Ops.HasNonFinite(t, t.Length);
+        if (t.DType is not (DType.F16 or DType.BF16)) return false;
+        var raw = new ushort[t.Length];
+        Ops.DownloadRaw16(t, raw);
+        ushort exp = t.DType == DType.BF16 ? (ushort)0x7F80 : (ushort)0x7C00;   // exponent all ones: Inf or NaN
+        foreach (var w in raw) if ((w & exp) == exp) return true;
+        return false;
+    }
+
     /// <summary>Logits (N,V) of the last position-wise forward, for inference and tests (allocates).</summary>
     public float[] Logits(ModelBatch batch)
     {

@@ -71,8 +71,6 @@ public sealed record StepMetrics(int Step, int TotalSteps, double Loss, double G
 /// <summary>One line of metrics.jsonl.</summary>
 public sealed record MetricsRecord(int Step, double Loss, double GradNorm, float Lr, double TokensPerS, double? EvalLoss, double ElapsedS);
 
-/// <summary>Thrown when a loss or gradient is NaN/Inf; names the step, micro-batch and parameter.</summary>
-public sealed class NonFiniteException(string message) : Exception(message);
 
 /// <summary>
 /// The training loop every stage and baseline shares: gradient accumulation to the effective batch,
@@ -127,6 +125,7 @@ public sealed class Trainer
     /// Returns true when finished, false when cancelled (after checkpointing).</summary>
     public bool Run(IBatchSource train, IBatchSource? eval = null, CancellationToken cancel = default)
     {
+        AtomicFile.SweepStale(_dir);            // a checkpoint write the process was killed in
         if (File.Exists(StatePath)) Load();
         KeepMetricsUpTo(Step);
         var ops = _model.Ops;
@@ -145,7 +144,9 @@ public sealed class Trainer
                 var batch = train.Get(index);
                 _model.Pass.StepSeed = CounterRng.Derive(_cfg.Seed, (ulong)s, (ulong)j);
                 double l = _objective(batch, true, true);
-                if (!double.IsFinite(l)) throw new NonFiniteException($"step {s}, micro-batch {j} (data index {index}): loss is {l}");
+                if (!double.IsFinite(l))
+                    throw Stop($"step {s}, micro-batch {j} (data index {index}): the loss is {l}; first non-finite tensor: "
+                        + (_model.FirstNonFinite() ?? "none among the parameters and activations (the loss head's logits or terms overflowed)"));
                 loss += l / _cfg.Accumulation;
                 tokens += batch.Mask.Count(m => m != 0);
             }
@@ -155,7 +156,11 @@ public sealed class Trainer
                 if (_cfg.Accumulation > 1) ops.Scale(p.Grad!, 1f / _cfg.Accumulation, p.Length);
                 double ps = ops.SumSquares(p.Grad!, p.Length);
                 if (!double.IsFinite(ps) && ops.HasNonFinite(p.Grad!, p.Length))
-                    throw new NonFiniteException($"step {s}: gradient of {p.Name} (layer {LayerOf(p.Name)}) contains NaN or Inf");
+                {
+                    long first = (long)Step * _cfg.Accumulation;
+                    throw Stop($"step {s}, micro-batches 0–{_cfg.Accumulation - 1} (data indices {first}–{first + _cfg.Accumulation - 1}): "
+                        + $"the gradient of {p.Name} (layer {LayerOf(p.Name)}) contains NaN or Inf (the loss was finite)");
+                }
                 sq += ps;
             }
             double norm = Math.Sqrt(sq);
@@ -206,6 +211,17 @@ public sealed class Trainer
             catch (JsonException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
         }
         return bySteps.Values.ToList();
+    }
+
+    /// <summary>The training state is still that of the last completed step (nothing was applied): it is
+    /// checkpointed as the last good step when every trainable parameter is finite.</summary>
+    NonFiniteException Stop(string what)
+    {
+        string kept;
+        if (Step == 0) kept = "nothing was trained yet, so no checkpoint was written";
+        else if (_params.Any(p => _model.Ops.HasNonFinite(p.W, p.Length))) kept = $"the checkpoint in {StatePath} is left as it was (the weights themselves are non-finite)";
+        else { Save(); kept = $"{StatePath} holds step {Step}, the last good one"; }
+        return new NonFiniteException($"{what}; {kept}");
     }
 
     /// <summary>Mean loss over every batch of the source, dropout off, no gradients.</summary>

@@ -37,6 +37,7 @@ public sealed class RankStage(RankStage.HeldOut? heldOut) : Stage
     /// <summary>Trains unless complete, then reports held-out accuracy and AUC either way.</summary>
     public override void Run(StageContext ctx)
     {
+        Checkpoints.AtomicFile.SweepStale(ctx.AdapterDir(Name));
         var (pos, neg, held) = Split(ctx);
         using var m = ctx.LoadBase();
         m.AddLora(ctx.Lora, seed: Seeds.Of(ctx.Seed, SeedStream.RankLora));
