@@ -62,6 +62,10 @@ public static class Pipeline
             foreach (var need in stages[i].Requires)
                 if (!stages.Take(i).Any(s => s.Name == need) && StageCatalog.Find(need) is { } n && !n.IsComplete(ctx))
                     throw new ArgumentException($"stage '{stages[i].Name}' needs '{need}', which has no adapter in {ctx.AdapterDir(need)}: run `negdistill train {need}` with the same output folder first");
+        foreach (var s in stages.Where(s => !s.IsComplete(ctx)))
+            if (MissingData(ctx, s.Needs) is { } missing)
+                throw new InvalidDataException($"stage '{s.Name}' trains on {missing}, and the split of {ctx.TeacherData ?? "the teacher data"} has none "
+                    + $"({ctx.Positives.Count} positive and {ctx.Negatives.Count} negative pairs; see the split's table above for malformed lines and pairs dropped for length)");
         if (ctx.CheckPlans)
             for (int i = 0; i < stages.Count; i++)
                 if (!stages[i].IsComplete(ctx)) CheckPlan(ctx, stages[i]);
@@ -87,6 +91,14 @@ public static class Pipeline
         {
             throw new IOException($"{key.NameIn(source)} {dir}: cannot write there ({e.Message})", e);
         }
+    }
+
+    static string? MissingData(StageContext ctx, DataNeeds needs)
+    {
+        if (needs.HasFlag(DataNeeds.Positives) && ctx.Positives.Count == 0) return "D_pos (the rationales the checker accepts)";
+        if (needs.HasFlag(DataNeeds.Negatives) && ctx.Negatives.Count == 0) return "D_neg (the rationales the checker rejects)";
+        if (needs.HasFlag(DataNeeds.Either) && ctx.Positives.Count + ctx.Negatives.Count == 0) return "D_pos ∪ D_neg";
+        return null;
     }
 
     /// <summary>The LoRA settings of a stage another one reads: those its folder was written with when it

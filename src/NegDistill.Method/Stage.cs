@@ -24,6 +24,8 @@ public abstract class Stage
     public abstract int Order { get; }
     /// <summary>Stages whose results this one reads.</summary>
     public virtual IReadOnlyList<string> Requires => [];
+    /// <summary>Which sets of the split its training reads (checked non-empty before any stage runs).</summary>
+    public virtual DataNeeds Needs => DataNeeds.Positives;
     /// <summary>Which memory plan its training follows.</summary>
     public virtual TrainingStage PlanKind => TrainingStage.Lora;
 
@@ -71,6 +73,16 @@ public abstract class Stage
     }
 
     public override string ToString() => Name;
+}
+
+/// <summary>The parts of the D_pos / D_neg split a stage trains on.</summary>
+[Flags]
+public enum DataNeeds
+{
+    Positives = 1,
+    Negatives = 2,
+    /// <summary>D_pos ∪ D_neg: either may be empty, not both.</summary>
+    Either = 4,
 }
 
 /// <summary>Ctrl-C stopped a stage after its checkpoint; rerunning the same command resumes. Exit code 130.</summary>

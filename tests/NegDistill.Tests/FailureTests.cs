@@ -169,6 +169,12 @@ public class FailureTests
         string bigTok = BaseWith("b-bigtok", "tokenizer.json", TokenizerJson(extraPieces: 5));   // 264 ids, the embedding has 259 rows
         Expect(Train(bigTok, "x"), ExitCodes.BadInput, Path.Combine(bigTok, "tokenizer.json") + ": the tokenizer has 264 ids but config.json's vocab_size is 259");
 
+        // teacher data whose split has no negative pair: neg is refused before its plan, not by the trainer
+        string onlyPos = Path.Combine(_dir, "only-positive.jsonl");
+        File.WriteAllText(onlyPos, "garbage\n" + JsonSerializer.Serialize(new { question = "Problem:\nq", answer = "\\boxed{1}", generated_answer = new[] { "Solution:\n\\boxed{1}" }, level = "Level 1", type = "Algebra" }) + "\n");
+        string log = Expect(Train(_base, "x-data", "--data", onlyPos), ExitCodes.BadInput, $"stage 'neg' trains on D_neg (the rationales the checker rejects), and the split of {onlyPos} has none");
+        Assert.That(log, Does.Contain("malformed").And.Not.Contain("memory plan"));
+
         string cands = Path.Combine(_dir, "bad-utf8.jsonl");
         File.WriteAllBytes(cands, [.. "{\"question_id\":\"q\u00e9\""u8.ToArray().Select(b => b == 0xC3 ? (byte)0xFF : b), (byte)'}', (byte)'\n']);
         Expect(["vote", "sc", "--candidates", cands, "--data", _gsm8k, "--task", "gsm8k"], ExitCodes.BadInput, $"{cands}:1: invalid UTF-8 at byte");

@@ -11,10 +11,11 @@ namespace NegDistill.Method.Stages;
 /// seed stream of its initialisation.
 /// </summary>
 /// <param name="evenMicroBatch">its batches are (positive, negative) pairs or halves, so the micro-batch must be even</param>
-public abstract class LoraStage(string name, string summary, int order, Func<ILossHead> head, Func<StageContext, IBatchSource> data,
+public abstract class LoraStage(string name, string summary, int order, DataNeeds needs, Func<ILossHead> head, Func<StageContext, IBatchSource> data,
     SeedStream stream = SeedStream.CrossEntropyLora, bool evenMicroBatch = false) : Stage
 {
     public override string Name => name;
+    public override DataNeeds Needs => needs;
     public override string Summary => summary;
     public override int Order => order;
 

@@ -22,6 +22,7 @@ public sealed class RankStage(RankStage.HeldOut? heldOut) : Stage
     public override string Name => "rank";
     public override string Summary => "step 3: M_rank, LoRA + scalar head, BCE on balanced D_pos (1) / D_neg (0)";
     public override int Order => 4;
+    public override DataNeeds Needs => DataNeeds.Positives | DataNeeds.Negatives;
 
     public override void Check(TrainSettings train, SettingsCheck c) =>
         c.Require(train.MicroBatch % 2 == 0, TrainSettings.Keys.MicroBatch, $"rank trains on balanced batches (half D_pos, half D_neg): the micro-batch must be even (got {train.MicroBatch})");
