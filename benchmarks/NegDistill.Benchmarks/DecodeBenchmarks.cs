@@ -23,10 +23,10 @@ namespace NegDistill.Benchmarks;
 ///   KV cache, T=1 top-p 0.9    the same with sampling (top-p bisection on every row).
 /// Columns: generated tokens/s (Batch·32 / mean), and for the KV-cache runs the share of the last
 /// iteration's time in matmuls (projections, adapters, LM head), attention (RoPE, cache write,
-/// cached attention), sampling and the rest — timed with a Stopwatch around the op groups inside
-/// <see cref="LlamaModel.ForwardRowsDevice"/> and the sampler (<see cref="KvCache.Timings"/>; the CPU
-/// backend's Synchronize is free, so the timing does not perturb the run). In-process toolchain,
-/// so the columns can read those timings.
+/// cached attention), sampling and the rest — every op timed by the <see cref="ProfilingBackend"/> the
+/// model lives on, switched on for the KV-cache cases only and grouped by <see cref="InferenceTimings"/>
+/// (the CPU backend's Synchronize is free, so the timing does not perturb the run). In-process
+/// toolchain, so the columns can read those timings.
 /// Run: dotnet run -c Release --project benchmarks/NegDistill.Benchmarks -- --filter '*DecodeBenchmarks*'
 /// </summary>
 [Config(typeof(DecodeConfig))]
@@ -38,6 +38,7 @@ public class DecodeBenchmarks
     public int Batch;
 
     LlamaModel? _model;
+    ProfilingBackend? _profiler;
     Sampler? _greedy, _topP;
     List<int[]> _prompts = [];
 
@@ -48,7 +49,8 @@ public class DecodeBenchmarks
     public void Setup()
     {
         var cfg = LlamaConfig.Small;
-        _model = new LlamaModel(new CpuBackend(), cfg, DType.F32, seed: 1);
+        _profiler = new ProfilingBackend(new CpuBackend()) { Enabled = false };
+        _model = new LlamaModel(_profiler, cfg, DType.F32, seed: 1);
         _prompts = Enumerable.Range(0, Batch)
             .Select(b => Enumerable.Range(0, PromptTokens).Select(i => (int)(CounterRng.Hash((ulong)b, (ulong)i) % (ulong)cfg.Vocab)).ToArray())
             .ToList();
@@ -58,17 +60,23 @@ public class DecodeBenchmarks
         };
         _greedy = new Sampler(_model, s);
         _topP = new Sampler(_model, s with { Temperature = 1f, TopP = 0.9f });
-        // one timing object per (method, batch) for the whole run: every case's global setup runs this
-        _greedy.Cache.Timings = Shares.GetOrAdd((nameof(KvCacheGreedy), Batch), _ => new InferenceTimings());
-        _topP.Cache.Timings = Shares.GetOrAdd((nameof(KvCacheTopP), Batch), _ => new InferenceTimings());
     }
 
-    // each case resets only its own timings, so what is left at the end is its last iteration
-    [IterationSetup(Target = nameof(KvCacheGreedy))]
-    public void ResetGreedyTimings() => _greedy!.Cache.Timings!.Reset();
+    // the KV-cache cases time their ops; what each case leaves is its last iteration's timings
+    [IterationSetup(Targets = [nameof(KvCacheGreedy), nameof(KvCacheTopP)])]
+    public void StartTimings() { _profiler!.Reset(); _profiler.Enabled = true; }
 
-    [IterationSetup(Target = nameof(KvCacheTopP))]
-    public void ResetTopPTimings() => _topP!.Cache.Timings!.Reset();
+    [IterationCleanup(Target = nameof(KvCacheGreedy))]
+    public void KeepGreedyTimings() => Keep(nameof(KvCacheGreedy));
+
+    [IterationCleanup(Target = nameof(KvCacheTopP))]
+    public void KeepTopPTimings() => Keep(nameof(KvCacheTopP));
+
+    void Keep(string method)
+    {
+        _profiler!.Enabled = false;
+        Shares[(method, Batch)] = InferenceTimings.From(_profiler.Report());
+    }
 
     [GlobalCleanup]
     public void Cleanup()
@@ -132,7 +140,7 @@ public class DecodeBenchmarks
         public int PriorityInCategory => 1 + (int)phase;
         public bool IsNumeric => true;
         public UnitType UnitType => UnitType.Dimensionless;
-        public string Legend => $"Share of the KV-cache decode's time in {phase} (last iteration, Stopwatch around the op groups)";
+        public string Legend => $"Share of the KV-cache decode's time in {phase} (last iteration, every op timed by the profiling backend)";
         public bool IsAvailable(Summary summary) => true;
         public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
         public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);

@@ -489,7 +489,7 @@ public static class Bench
         int B = o.DecodeBatch, P = o.Prompt, N = o.NewTokens;
         var cfg = LlamaConfig.Small with { MaxSeq = Math.Max(LlamaConfig.Small.MaxSeq, P + N) };
         Console.WriteLine($"\n[decode] small preset, greedy, batch {B}, prompts of {P} tokens, {N} new tokens each; load {Load()}");
-        using var ops = new CpuBackend();
+        using var ops = new ProfilingBackend(new CpuBackend()) { Enabled = false };   // timed for the breakdown run only
         using var m = new LlamaModel(ops, cfg, DType.F32, seed: 1);
         var prompts = Enumerable.Range(0, B)
             .Select(b => Enumerable.Range(0, P).Select(i => (int)(CounterRng.Hash((ulong)b, (ulong)i) % (ulong)cfg.Vocab)).ToArray()).ToList();
@@ -551,10 +551,7 @@ public static class Bench
             new Row($"Decode; torch: TorchLlama's Prefill/DecodeStep", Unit.TokensPerS, tokens, eng, tPar, "", load));
 
         // the engine's own breakdown of one more decode
-        var tm0 = new InferenceTimings();
-        sampler.Cache.Timings = tm0;
-        EngineRun();
-        sampler.Cache.Timings = null;
+        var tm0 = InferenceTimings.Measure(ops, () => EngineRun());
         double tt = tm0.Total.TotalSeconds;
         string shares = $"matmul {100 * tm0.Matmul.TotalSeconds / tt:F0} %, attention {100 * tm0.Attention.TotalSeconds / tt:F0} %, sampling {100 * tm0.Sampling.TotalSeconds / tt:F0} %, other {100 * tm0.Other.TotalSeconds / tt:F0} %";
         Console.WriteLine($"  engine decode, one timed run: {tt * 1000:F0} ms in the timed ops; {shares}");

@@ -16,7 +16,7 @@ public static class ElementwiseKernels
     /// <summary>Random weights where they live: Init.NormalAt32 (the fp32 form of the host's draw) per element.</summary>
     public static void FillNormalKernel(Index1D i, ArrayView<float> y, float std, ulong seed) => y[i] = NegDistill.Model.Init.NormalAt32(std, seed, i);
     public static void FillNormal16Kernel(Index1D i, ArrayView<ushort> y, float std, ulong seed, int bf16)
-        => y[i] = NegDistill.Runtime.HalfBits.Narrow(NegDistill.Model.Init.NormalAt32(std, seed, i), bf16 != 0);
+        => y[i] = NegDistill.Checkpoints.HalfPrecision.Narrow(NegDistill.Model.Init.NormalAt32(std, seed, i), bf16 != 0);
 
     /// <summary>Grid: ReduceGroups groups. mode 0: Σx²; mode 1: count of non-finite values; mode 2: Σx.</summary>
     public static void ReduceKernel(ArrayView<float> x, ArrayView<float> partial, long n, int mode)

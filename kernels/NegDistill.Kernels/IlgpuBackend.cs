@@ -202,7 +202,7 @@ public sealed class IlgpuBackend : IBackend
         if (src.Length > t.Length) throw new ArgumentException($"upload of {src.Length} values into {t}");
         if (t.DType == DType.F32) { F(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length); return; }
         var tmp = new ushort[src.Length]; bool bf = t.DType == DType.BF16;
-        for (int i = 0; i < src.Length; i++) tmp[i] = HalfBits.Narrow(src[i], bf);
+        for (int i = 0; i < src.Length; i++) tmp[i] = Checkpoints.HalfPrecision.Narrow(src[i], bf);
         UploadRaw16(t, tmp);
     }
     public void Upload(Tensor t, ReadOnlySpan<int> src) => I(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
@@ -212,7 +212,7 @@ public sealed class IlgpuBackend : IBackend
         int n = (int)Math.Min(dst.Length, t.Length);
         if (t.DType == DType.F32) { F(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n); return; }
         var tmp = new ushort[n]; DownloadRaw16(t, tmp); bool bf = t.DType == DType.BF16;
-        for (int i = 0; i < n; i++) dst[i] = HalfBits.Widen(tmp[i], bf);
+        for (int i = 0; i < n; i++) dst[i] = Checkpoints.HalfPrecision.Widen(tmp[i], bf);
     }
     public void Download(Tensor t, Span<int> dst)
     {

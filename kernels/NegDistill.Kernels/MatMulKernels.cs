@@ -36,7 +36,7 @@ public static class MatMulKernels
     }
 
     static float LoadB(ArrayView<float> bf, ArrayView<ushort> bh, int kind, long i)
-        => kind == 0 ? bf[i] : HalfBits.Widen(bh[i], kind == 2);
+        => kind == 0 ? bf[i] : Checkpoints.HalfPrecision.Widen(bh[i], kind == 2);
 
     /// <summary>Grid: (ceil(N/4S), ceil(M/4S)) groups of (S,S) threads.</summary>
     public static void TiledKernel(ArrayView<float> c, ArrayView<float> a, ArrayView<float> bf, ArrayView<ushort> bh, Dims d)
@@ -221,7 +221,7 @@ public static class MatMulKernels
     }
 
     /// <summary>dst[i] ← src[i] narrowed to BF16 (or F16): activations entering the 16-bit GEMMs.</summary>
-    public static void CastKernel(Index1D i, ArrayView<float> src, ArrayView<ushort> dst, int bf16) => dst[i] = HalfBits.Narrow(src[i], bf16 != 0);
+    public static void CastKernel(Index1D i, ArrayView<float> src, ArrayView<ushort> dst, int bf16) => dst[i] = Checkpoints.HalfPrecision.Narrow(src[i], bf16 != 0);
 
     /// <summary>Which matmul code runs: <see cref="Auto"/> picks the library where loaded, else version 2
     /// where its preconditions hold, else version 1.</summary>

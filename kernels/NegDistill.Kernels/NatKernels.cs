@@ -5,23 +5,11 @@ using NegDistill.Ops;
 namespace NegDistill.Kernels;
 
 /// <summary>
-/// NAT's dynamic integration unit, the fused per-row part (method.md Step 1.2). CPU twin and the full
-/// derivation: src/NegDistill.Core/Ops/Integration.cs. The linear parts (LoRA deltas, Q, K, U1, U2)
-/// are matmuls in NatAdapter; these two kernels do everything between them, one group per row of D
-/// (= 128) features:
-///
-///   forward:  ℓ_i = q·k_i / T (two tree reductions), a_neg = 1/(1 + exp(ℓ_pos − ℓ_neg)),
-///             α = 2β·a_neg − β, mix = (1 − α)·GELU(u_pos) + α·GELU(u_neg); then y += mix·U2ᵀ (matmul).
-///   backward: given dmix = dy·U2 (matmul): dα = Σ dmix·(GELU(u_neg) − GELU(u_pos)) (one reduction),
-///             du_i += w_i·dmix·GELU'(u_i), dℓ_neg = 2β·dα·a(1−a)/T = −dℓ_pos, dq += Σ_i dℓ_i·k_i,
-///             dk_i += dℓ_i·q.
-///
-/// What is kept between them, with shapes (N rows): q, k_pos, k_neg, u_pos, u_neg (N,D) — the matmul
-/// outputs, needed for the score and GELU derivatives; a_neg (N), the only per-row scalar the backward
-/// needs (α follows from it); mix (N,D), read by the dU2 matmul. GELU(u) and GELU'(u) are recomputed
-/// in the backward (one erf each) instead of being stored. Folding U2 behind the mixture
-/// (U2 is linear, so (1−α)·U2 g_pos + α·U2 g_neg = U2 mix) means the per-projection v_pos, v_neg and
-/// their gradients (4 × N×d_out) are never materialised.
+/// NAT's dynamic integration unit, the fused per-row part (method.md Step 1.2). The math, its
+/// derivation and what is kept between forward and backward are written once, beside the CPU twin:
+/// src/NegDistill.Core/Ops/Integration.cs (<see cref="Integration"/>). The linear parts (LoRA deltas,
+/// Q, K, U1, U2) are matmuls in NatAdapter; these two kernels do the per-row rest, one group per row of
+/// D (= 128) features: two tree reductions for the scores and one for dα.
 ///
 /// Memory traffic per row: forward reads 5·D and writes D + 1 floats, backward reads 6·D and
 /// read-modify-writes 5·D — a few KB per row, negligible next to the N×d_out matmuls around it.
@@ -51,7 +39,7 @@ public static class NatKernels
         }
         sp = GroupReduce.Sum(sp, sh);
         sn = GroupReduce.Sum(sn, sh);
-        float a = 1f / (1f + MathF.Exp(sp * p.InvTemp - sn * p.InvTemp));
+        float a = Integration.NegWeightF(sp * p.InvTemp, sn * p.InvTemp);
         if (Group.IdxX == 0) aNeg[row] = a;
         float alpha = 2f * p.Beta * a - p.Beta;
         for (int j = Group.IdxX; j < p.D; j += Group.DimX)

@@ -33,7 +33,7 @@ namespace NegDistill.Kernels;
 /// </summary>
 public static class NceKernels
 {
-    const float Eps = 1e-7f;
+    const float Eps = (float)Ops.Nce.Epsilon;   // method.md's 1e-7, declared once in the CPU twin
 
     /// <summary>Scalars of <see cref="DistillKernel"/>: CeCoef = (1 − a)·ceScale, KdCoef = a·kdScale·τ
     /// (times the row weight gives the KD gradient coefficient); Unit = 1 when τ = 1.</summary>

@@ -39,6 +39,17 @@ public static class AtomicFile
             }
             File.Move(temp, target, overwrite: true);
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            TryDelete(temp);
+            throw new IOException($"cannot write '{target}': {e.Message} (the previous version of the file, if any, is unchanged)", e);
+        }
+        catch (ArgumentOutOfRangeException e) when (e.ParamName == "value")
+        {
+            // .NET reports a write refused with EFBIG (a file-size limit or quota) this way, not as an IOException
+            TryDelete(temp);
+            throw new IOException($"cannot write '{target}': the file is larger than the file system allows here ({e.Message}); the previous version of the file, if any, is unchanged", e);
+        }
         catch
         {
             TryDelete(temp);
@@ -60,6 +71,17 @@ public static class AtomicFile
     {
         ArgumentNullException.ThrowIfNull(bytes);
         Write(path, s => s.Write(bytes));
+    }
+
+    /// <summary>Deletes the temporary files that writes into <paramref name="directory"/> left behind when the
+    /// process was killed mid-write (a completed write never leaves one); returns how many.</summary>
+    public static int SweepStale(string directory)
+    {
+        if (!Directory.Exists(directory)) return 0;
+        int n = 0;
+        foreach (var f in Directory.EnumerateFiles(directory))
+            if (IsTempFileName(Path.GetFileName(f))) { TryDelete(f); n++; }
+        return n;
     }
 
     /// <summary>True if <paramref name="fileName"/> has the shape of a temporary file this class creates.</summary>

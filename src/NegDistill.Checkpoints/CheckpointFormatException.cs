@@ -49,10 +49,7 @@ public sealed class CheckpointFormatException : Exception
     public CheckpointFormatException(CheckpointErrorKind kind, string? filePath, string? tensorName, string detail, Exception? inner = null)
         : base(Compose(filePath, tensorName, detail), inner)
     {
-        Kind = kind;
-        FilePath = filePath;
-        TensorName = tensorName;
-        Detail = detail;
+        (Kind, FilePath, TensorName, Detail) = (kind, filePath, tensorName, detail);
     }
 
     public CheckpointErrorKind Kind { get; }

@@ -4,8 +4,11 @@ using System.Runtime.InteropServices;
 namespace NegDistill.Checkpoints;
 
 /// <summary>
-/// Conversions between float and the 16-bit storage kinds, working on raw bit patterns.
-/// F16 goes through <see cref="System.Half"/> (IEEE round-to-nearest-even). BF16 keeps the upper 16 bits of the
+/// Conversions between float and the 16-bit storage kinds, on raw bit patterns; the one implementation
+/// used by the checkpoint files, the CPU twin and the ILGPU kernels (integer-only both ways, so the
+/// kernels on any accelerator and the CPU convert identically; widening is exact).
+/// F16 narrows with IEEE round-to-nearest-even, bit for bit what the <see cref="System.Half"/> cast gives
+/// (tested), written without it because kernels cannot call it. BF16 keeps the upper 16 bits of the
 /// binary32 pattern, rounding the dropped half to nearest, ties to even; NaN stays NaN (it is made quiet so the
 /// truncated mantissa cannot become zero, which would read back as infinity).
 /// </summary>
@@ -13,7 +16,7 @@ public static class HalfPrecision
 {
     public static ushort SingleToBFloat16(float value)
     {
-        uint bits = BitConverter.SingleToUInt32Bits(value);
+        uint bits = (uint)BitConverter.SingleToInt32Bits(value);   // (SingleToUInt32Bits is not an ILGPU intrinsic)
         if ((bits & 0x7FFF_FFFFu) > 0x7F80_0000u)
         {
             // NaN: keep sign and top payload bits, force the quiet bit.
@@ -25,40 +28,68 @@ public static class HalfPrecision
         return (ushort)((bits + 0x7FFFu + lowestKept) >> 16);
     }
 
-    public static float BFloat16ToSingle(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
+    public static float BFloat16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 
-    public static ushort SingleToHalf(float value) => BitConverter.HalfToUInt16Bits((Half)value);
-
-    public static float HalfToSingle(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
-
-    public static void SingleToBFloat16(ReadOnlySpan<float> source, Span<ushort> destination)
+    /// <summary>binary32 → binary16, round-to-nearest-even: overflow to ±Inf, gradual underflow to subnormals,
+    /// NaN stays NaN (quiet, top payload bits kept).</summary>
+    public static ushort SingleToHalf(float value)
     {
-        CheckLengths(source.Length, destination.Length);
-        for (int i = 0; i < source.Length; i++) destination[i] = SingleToBFloat16(source[i]);
+        uint u = (uint)BitConverter.SingleToInt32Bits(value);
+        uint sign = (u >> 16) & 0x8000;
+        uint a = u & 0x7FFFFFFF;
+        if (a > 0x7F800000) return (ushort)(sign | 0x7E00 | ((a >> 13) & 0x1FF));  // NaN
+        if (a >= 0x477FF000) return (ushort)(sign | 0x7C00);                          // ≥ 65520 rounds to Inf
+        if (a >= 0x38800000)                                                           // a normal half
+        {
+            uint r = a - 0x38000000;                                                   // exponent bias 127 → 15
+            r += 0xFFF + ((r >> 13) & 1);
+            return (ushort)(sign | (r >> 13));
+        }
+        if (a < 0x33000000) return (ushort)sign;                                       // below 2^-25: ±0
+        int e = (int)(a >> 23);                                                        // a subnormal half
+        uint m = (a & 0x7FFFFF) | 0x800000;
+        int shift = 126 - e;                                                           // 14..24
+        uint half = m >> shift, rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1) != 0)) half++;
+        return (ushort)(sign | half);
     }
 
-    public static void BFloat16ToSingle(ReadOnlySpan<ushort> source, Span<float> destination)
+    /// <summary>IEEE binary16 → binary32, exact (subnormals, infinities and NaN payloads included).</summary>
+    public static float HalfToSingle(ushort h)
     {
-        CheckLengths(source.Length, destination.Length);
-        for (int i = 0; i < source.Length; i++) destination[i] = BFloat16ToSingle(source[i]);
+        int sign = (h & 0x8000) << 16;
+        int exp = (h >> 10) & 0x1F;
+        int mant = h & 0x3FF;
+        int bits;
+        if (exp == 0x1F) bits = sign | 0x7F800000 | (mant << 13);
+        else if (exp != 0) bits = sign | ((exp + 112) << 23) | (mant << 13);
+        else if (mant == 0) bits = sign;
+        else
+        {
+            // subnormal: normalise the mantissa
+            int e = 113;
+            while ((mant & 0x400) == 0) { mant <<= 1; e--; }
+            bits = sign | (e << 23) | ((mant & 0x3FF) << 13);
+        }
+        return BitConverter.Int32BitsToSingle(bits);
     }
 
-    public static void SingleToHalf(ReadOnlySpan<float> source, Span<ushort> destination)
-    {
-        CheckLengths(source.Length, destination.Length);
-        for (int i = 0; i < source.Length; i++) destination[i] = SingleToHalf(source[i]);
-    }
+    /// <summary>A 16-bit word widened: bfloat16 when <paramref name="bf16"/>, else binary16.</summary>
+    public static float Widen(ushort w, bool bf16) => bf16 ? BFloat16ToSingle(w) : HalfToSingle(w);
 
-    public static void HalfToSingle(ReadOnlySpan<ushort> source, Span<float> destination)
-    {
-        CheckLengths(source.Length, destination.Length);
-        for (int i = 0; i < source.Length; i++) destination[i] = HalfToSingle(source[i]);
-    }
+    public static ushort Narrow(float f, bool bf16) => bf16 ? SingleToBFloat16(f) : SingleToHalf(f);
 
-    private static void CheckLengths(int source, int destination)
+    public static void SingleToBFloat16(ReadOnlySpan<float> source, Span<ushort> destination) => Map(source, destination, SingleToBFloat16);
+    public static void BFloat16ToSingle(ReadOnlySpan<ushort> source, Span<float> destination) => Map(source, destination, BFloat16ToSingle);
+    public static void SingleToHalf(ReadOnlySpan<float> source, Span<ushort> destination) => Map(source, destination, SingleToHalf);
+    public static void HalfToSingle(ReadOnlySpan<ushort> source, Span<float> destination) => Map(source, destination, HalfToSingle);
+
+    /// <summary>Element-wise conversion of spans of equal length (the checkpoint codecs use the scalar forms inline).</summary>
+    static void Map<TIn, TOut>(ReadOnlySpan<TIn> source, Span<TOut> destination, Func<TIn, TOut> convert)
     {
-        if (source != destination)
-            throw new ArgumentException($"source has {source} elements but destination has {destination}");
+        if (source.Length != destination.Length)
+            throw new ArgumentException($"source has {source.Length} elements but destination has {destination.Length}");
+        for (int i = 0; i < source.Length; i++) destination[i] = convert(source[i]);
     }
 }
 

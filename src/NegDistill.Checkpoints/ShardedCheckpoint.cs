@@ -231,12 +231,7 @@ public sealed class ShardedReader : ITensorSource
 
     internal ShardedReader(string directory, string? indexPath, IReadOnlyList<SafeTensorsFile> files, Dictionary<string, int> location, string[] names, IReadOnlyDictionary<string, string> metadata)
     {
-        Directory = directory;
-        IndexPath = indexPath;
-        _files = files;
-        _location = location;
-        _names = names;
-        Metadata = metadata;
+        (Directory, IndexPath, _files, _location, _names, Metadata) = (directory, indexPath, files, location, names, metadata);
     }
 
     public string Directory { get; }

@@ -25,10 +25,7 @@ public sealed class StoredTensor
             throw new ArgumentException(
                 $"tensor '{name}': shape {Shapes.Format(_shape)} of {type.DtypeName()} needs {expected} bytes but {data.LongLength} were given",
                 nameof(data));
-        Name = name;
-        Type = type;
-        Data = data;
-        ElementCount = count;
+        (Name, Type, Data, ElementCount) = (name, type, data, count);
     }
 
     public string Name { get; }
@@ -133,12 +130,7 @@ public sealed class TensorInfo
 
     internal TensorInfo(string name, StorageType type, long[] shape, long dataBegin, long dataEnd, long elementCount)
     {
-        Name = name;
-        Type = type;
-        _shape = shape;
-        DataBegin = dataBegin;
-        DataEnd = dataEnd;
-        ElementCount = elementCount;
+        (Name, Type, _shape, DataBegin, DataEnd, ElementCount) = (name, type, shape, dataBegin, dataEnd, elementCount);
     }
 
     public string Name { get; }

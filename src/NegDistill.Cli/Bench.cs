@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Diagnostics;
+using NegDistill.Method;
 using System.Text;
 using NegDistill.Model;
 using NegDistill.Runtime;
@@ -13,6 +15,36 @@ namespace NegDistill.Cli;
 /// </summary>
 static class Bench
 {
+    public static Command Build()
+    {
+        var bench = new Command("bench", "Measure the engine on this machine.");
+        var train = new Command("train", "Time one LoRA training step (forward, backward, AdamW) op by op, against this backend's 1024³ matmul measured in the same run.");
+        var preset = new Option<string>("--preset") { Description = "model shape: " + string.Join(", ", LlamaConfig.PresetNames), DefaultValueFactory = _ => "small" };
+        var batch = new Option<int>("--batch") { Description = "sequences per step", DefaultValueFactory = _ => 4 };
+        var seq = new Option<int>("--seq") { Description = "tokens per sequence", DefaultValueFactory = _ => 256 };
+        var steps = new Option<int>("--steps") { Description = "timed steps (after one warm-up step)", DefaultValueFactory = _ => 3 };
+        var md = new Option<string?>("--markdown") { Description = "also append the tables to this Markdown file" };
+        var device = new Option<string>("--device") { Description = Backends.Help, DefaultValueFactory = _ => "cpu" };
+        foreach (var o in new Option[] { preset, batch, seq, steps, md, device }) train.Options.Add(o);
+        train.SetAction(r => Cli.Guarded(_ =>
+        {
+            string p = r.GetValue(preset)!, d = r.GetValue(device)!;
+            int b = r.GetValue(batch), t = r.GetValue(seq), n = r.GetValue(steps);
+            var problems = new List<string>();
+            if (!LlamaConfig.PresetNames.Contains(p)) problems.Add($"--preset: '{p}' is not {string.Join(", ", LlamaConfig.PresetNames)}");
+            if (!Backends.Names.Contains(d)) problems.Add($"--device: unknown device '{d}' ({string.Join(", ", Backends.Names)})");
+            if (b < 1) problems.Add($"--batch: must be positive (got {b})");
+            if (t < 2) problems.Add($"--seq: must be at least 2 (got {t})");
+            if (n < 1) problems.Add($"--steps: must be positive (got {n})");
+            if (problems.Count > 0) throw new Method.Settings.SettingsException(null, problems);
+            string? file = r.GetValue(md);
+            using var w = file == null ? null : new StreamWriter(file, append: true);
+            return Train(p, d, b, t, n, w);
+        }));
+        bench.Subcommands.Add(train);
+        return bench;
+    }
+
     public static int Train(string preset, string device, int batch, int seq, int steps, TextWriter? md)
     {
         var cfg = LlamaConfig.Preset(preset) with { MaxSeq = Math.Max(seq, 16) };
@@ -44,7 +76,7 @@ static class Bench
         for (int s = 2; s < 2 + steps; s++) Step(s);
         double sec = sw.Elapsed.TotalSeconds / steps;
         double tokens = batch * seq;
-        double flops = StepFlops(cfg, batch, seq);
+        double flops = cfg.LoraStepFlops(batch, seq);
 
         var sb = new StringBuilder();
         sb.AppendLine($"LoRA training step, preset {preset} ({cfg.ParameterCount / 1e6:F1}M parameters), batch {batch} × {seq} tokens, device {inner.Name}, {steps} timed steps");
@@ -69,15 +101,6 @@ static class Bench
         return ExitCodes.Ok;
     }
 
-    /// <summary>Forward matmuls 2·N·(L·(4C² + 3CF) + VC); attention 4·B·T²·C per layer (QKᵀ and PV,
-    /// full square); a LoRA step runs the matmuls twice (forward, dX) and attention three times.</summary>
-    public static double StepFlops(LlamaConfig c, int b, int t)
-    {
-        double n = (double)b * t;
-        double mm = 2 * n * (c.Layers * (4.0 * c.Dim * c.Dim + 3.0 * c.Dim * c.FfnDim) + (double)c.Vocab * c.Dim);
-        double attn = c.Layers * 4.0 * b * t * (double)t * c.Dim;
-        return 2 * mm + 3 * attn;
-    }
 
     static double MatMulRate(IBackend ops, int n, int reps)
     {

@@ -1,9 +1,11 @@
 using System.Diagnostics;
 using System.Text.Json;
 using NegDistill.Checkpoints;
-using NegDistill.Cli;
-using NegDistill.Cli.Pipeline;
+using NegDistill.Data.Evaluation;
 using NegDistill.Data.Synthetic;
+using NegDistill.Method;
+using NegDistill.Method.Settings;
+using NegDistill.Method.Stages;
 using NegDistill.Model;
 using NegDistill.Runtime;
 
@@ -28,7 +30,7 @@ public class FrontEndTests
     }
 
     /// <summary>GSM8K-format test questions from the synthetic world (answer after "####").</summary>
-    static string WriteGsm8k(string dir, int count)
+    internal static string WriteGsm8k(string dir, int count)
     {
         string path = Path.Combine(dir, "test.jsonl");
         File.WriteAllLines(path, Enumerable.Range(0, count).Select(i =>
@@ -39,14 +41,19 @@ public class FrontEndTests
         return path;
     }
 
-    static (int Rc, string Out) Capture(Func<int> body)
+    /// <summary>What <paramref name="body"/> reported.</summary>
+    static string Capture(Action<IReporter> body)
     {
-        var old = Console.Out;
         var sw = new StringWriter();
-        Console.SetOut(sw);
-        try { return (body(), sw.ToString()); }
-        finally { Console.SetOut(old); }
+        body(new TextReporter(sw));
+        return sw.ToString();
     }
+
+    static EvalJob Job(string baseDir, string data, EvalSettings s, string outDir, ulong seed = 1, long? deviceBytes = null, IReporter? report = null) => new()
+    {
+        Ops = new CpuBackend(), Base = BaseModel.Open(baseDir), Settings = s with { Data = data }, OutDir = outDir, Seed = seed,
+        DeviceBytes = deviceBytes, Report = report ?? new TextReporter(TextWriter.Null),
+    };
 
     [Test]
     public void SampleThenVote_GivesEvalsTable_AndCheckpointsLoadInTheirStoragePrecision()
@@ -57,29 +64,33 @@ public class FrontEndTests
         {
             string baseDir = WriteBase(dir, dt);
             Assert.That(ModelIO.StorageDType(baseDir), Is.EqualTo(dt));
-            var o = new EvalOptions { Base = baseDir, Data = data, Task = "gsm8k", N = 4, MaxNew = 12, Out = Path.Combine(dir, $"sample-{dt}"), Seed = 5 };
-            var (rc, text) = Capture(() => Eval.Sample(o));
-            Assert.That(rc, Is.EqualTo(0));
+            var s = new EvalSettings { Task = "gsm8k", N = 4, MaxNewTokens = 12 };
+            string outDir = Path.Combine(dir, $"sample-{dt}");
+            var questions = TestSet.Load(AnswerTask.Gsm8k, data, 0);
+            string text = Capture(r => Evaluation.Sample(Job(baseDir, data, s, outDir, 5, report: r), questions, greedy: false));
             Assert.That(text, Does.Contain($"memory plan: sampling 5 questions × 4 candidates, {dt} weights"));
             Assert.That(text, Does.Contain("KV cache (20 slots × "));
-            string cands = Asc.CandidatesPath(o.Out, "base");
+            Assert.That(text, Does.Contain($"adapter: none (the base model {baseDir})"));
+            string cands = Asc.CandidatesPath(outDir, "base");
             Assert.That(File.ReadAllLines(cands), Has.Length.EqualTo(20));
 
-            // eval on the same options samples nothing new and votes on the same file
-            var (rc2, evalText) = Capture(() => Eval.Run(o));
-            Assert.That(rc2, Is.EqualTo(0));
-            Assert.That(evalText, Does.Contain("all 20 candidates already in"));
+            // eval on the same settings samples nothing new and votes on the same file
+            var (sampled, md) = Evaluation.Evaluate(Job(baseDir, data, s, outDir, 5), questions);
+            Assert.That(string.Join("\n", sampled.Log), Does.Contain("all 20 candidates already in"));
+            Assert.That(md, Does.Contain("base greedy"));
             Assert.That(File.ReadAllLines(cands), Has.Length.EqualTo(20));
 
-            var (rc3, sc) = Capture(() => Eval.Vote("sc", cands, o));
-            Assert.That(rc3, Is.EqualTo(0));
+            string sc = Evaluation.Vote(VoteMethod.Sc, cands, AnswerTask.Gsm8k, questions, 16, "--data");
             Assert.That(sc, Does.Contain("SC voting on 5 questions (20 candidates"));
             foreach (int n in new[] { 1, 2, 4 }) Assert.That(sc, Does.Contain($"\n| {n} | "));
             Assert.That(sc, Does.Not.Contain("\n| 8 | "));
             // ASC without M_rank scores is refused with the reason
-            var ex = Assert.Throws<InvalidDataException>(() => Eval.Vote("asc", cands, o));
+            var ex = Assert.Throws<InvalidDataException>(() => Evaluation.Vote(VoteMethod.Asc, cands, AnswerTask.Gsm8k, questions, 16, "--data"));
             Assert.That(ex!.Message, Does.Contain("ASC needs every candidate scored by M_rank"));
-            Assert.Throws<ArgumentException>(() => Eval.Vote("majority", cands, o));
+            // an unknown method is refused by the verb, before any work
+            var (code, _, log) = RunCli(["vote", "majority", "--candidates", cands, "--data", data, "--task", "gsm8k"], killWhen: null);
+            Assert.That(code, Is.EqualTo(2), log);
+            Assert.That(log, Does.Contain("method: 'majority' is not sc, ws or asc"));
         }
     }
 
@@ -88,15 +99,17 @@ public class FrontEndTests
     {
         var dir = TempDir();
         string baseDir = WriteBase(dir, DType.BF16), data = WriteGsm8k(dir, 3);
-        var o = new EvalOptions { Base = baseDir, Data = data, Task = "gsm8k", N = 2, MaxNew = 8, Out = Path.Combine(dir, "s"), MemoryLimitGb = 1e-4 };
-        var ex = Assert.Throws<PlanDoesNotFitException>(() => Capture(() => Eval.Sample(o)));
+        string outDir = Path.Combine(dir, "s");
+        var job = Job(baseDir, data, new EvalSettings { Task = "gsm8k", N = 2, MaxNewTokens = 8 }, outDir, deviceBytes: 100_000);
+        var ex = Assert.Throws<PlanDoesNotFitException>(() => Evaluation.Sample(job, TestSet.Load(AnswerTask.Gsm8k, data, 0), greedy: false));
         Assert.That(ex!.Message, Does.Contain("lower --slots, --max-new"));
-        Assert.That(File.Exists(Asc.CandidatesPath(o.Out, "base")), Is.False, "nothing sampled");
+        Assert.That(File.Exists(Asc.CandidatesPath(outDir, "base")), Is.False, "nothing sampled");
 
         string teacher = Path.Combine(dir, "teacher.jsonl");
         ArithmeticWorld.WriteTeacherJsonl(teacher, seed: 3, from: 0, count: 6);
-        var t = new TrainOptions { Stage = "neg", Base = baseDir, Data = teacher, Out = Path.Combine(dir, "t"), Steps = 1, MicroBatch = 4, EffectiveBatch = 4, Cutoff = 128, MemoryLimitGb = 1e-4 };
-        var ex2 = Assert.Throws<PlanDoesNotFitException>(() => Capture(() => TrainVerb.Run(t, CancellationToken.None)));
+        var run = new RunSettings { Base = baseDir, TeacherData = teacher, Out = Path.Combine(dir, "t"), Stages = ["neg"] };
+        var train = new TrainSettings { Steps = 1, MicroBatch = 4, EffectiveBatch = 4, Cutoff = 128 };
+        var ex2 = Assert.Throws<PlanDoesNotFitException>(() => Pipeline.Train(run, train, new LoraSettings(), new DeviceSettings { MemoryLimitGb = 1e-4 }, new TextReporter(TextWriter.Null), CancellationToken.None));
         Assert.That(ex2!.Message, Does.Contain("lower --micro-batch"));
         Assert.That(Directory.Exists(Path.Combine(dir, "t", "neg")), Is.False, "nothing trained");
         // the process exits with 3 (out of memory / does not fit), the plan on stdout, the reason on stderr
@@ -105,9 +118,9 @@ public class FrontEndTests
         Assert.That(code, Is.EqualTo(3), log);
         Assert.That(log, Does.Contain("does not fit: the plan needs").And.Contain("lower --micro-batch"));
         // with room it trains, printing the plan first
-        var (rc, text) = Capture(() => TrainVerb.Run(t with { MemoryLimitGb = 0 }, CancellationToken.None));
-        Assert.That(rc, Is.EqualTo(0));
+        string text = Capture(r => Pipeline.Train(run, train, new LoraSettings(), new DeviceSettings(), r, CancellationToken.None));
         Assert.That(text, Does.Contain("memory plan: neg: LoRA training, BF16 weights, micro-batch 4 × 128 tokens"));
+        Assert.That(File.Exists(Path.Combine(dir, "t", "neg", "adapter", "adapter_config.json")), Is.True);
     }
 
     /// <summary>Runs `negdistill pipeline` as a child process (the CLI's dll sits beside the tests), kills it
@@ -148,6 +161,12 @@ public class FrontEndTests
             Assert.That(b.Names, Is.EquivalentTo(a.Names));
             foreach (var name in a.Names)
                 Assert.That(b.ReadFloat32(name), Is.EqualTo(a.ReadFloat32(name)), $"{stage}: {name} differs after kill and rerun");
+            // nothing left behind: each step logged once, no temporary file of an interrupted write
+            var steps = Train.Trainer.ReadMetrics(Path.Combine(dir, "killed", stage, Train.Trainer.MetricsFile)).Select(m => m.Step);
+            Assert.That(File.ReadAllLines(Path.Combine(dir, "killed", stage, Train.Trainer.MetricsFile)), Has.Length.EqualTo(24), stage);
+            Assert.That(steps, Is.EqualTo(Enumerable.Range(1, 24)), stage);
+            foreach (var f in Directory.GetFiles(Path.Combine(dir, "killed", stage), "*", SearchOption.AllDirectories))
+                Assert.That(AtomicFile.IsTempFileName(Path.GetFileName(f)), Is.False, f);
         }
     }
 
@@ -198,29 +217,28 @@ public class StagePlanTests
         var pos = neg with { Rank = 8, Targets = [Proj.q_proj, Proj.v_proj] };
         StageContext Ctx(IBackend ops, LoraConfig lora) => new()
         {
-            Ops = ops, Config = cfg, BaseDir = baseDir, OutDir = Path.Combine(dir, "out"), Tokenizer = tok, Weights = DType.BF16,
+            Ops = ops, Base = new BaseModel(baseDir, cfg, tok, DType.BF16), OutDir = Path.Combine(dir, "out"), TeacherData = teacher,
             Batcher = new Data.Batcher(tok, new Data.BatchingOptions { CutoffLength = cutoff, BatchSize = micro, Seed = 1, GroupByLength = false }),
-            Train = new Train.TrainConfig { Steps = 1, MicroBatch = micro, EffectiveBatch = micro, LearningRate = 1e-3f, WarmupSteps = 0, CheckpointEvery = 1, Seed = 1 },
+            Loop = new Train.TrainConfig { Steps = 1, MicroBatch = micro, EffectiveBatch = micro, LearningRate = 1e-3f, WarmupSteps = 0, CheckpointEvery = 1, Seed = 1 },
             Lora = lora, Positives = split.Positives, Negatives = split.Negatives,
         };
         // Every batch is padded to the cut-off here (all rationales are longer), so B × T = micro × cutoff.
         Assert.That(split.Positives.Concat(split.Negatives).All(p => tok.Encode(p.Question + "\n" + p.Rationale, true, true).Length >= cutoff), Is.True);
 
         var ops = new CpuBackend();
-        Stages.LoraCe(Ctx(ops, neg), "neg", split.Negatives);
+        new NegStage().Run(Ctx(ops, neg));
         var plan = MemoryPlan.ForTraining(cfg, DType.BF16, neg, micro, cutoff);
         Assert.That(plan.Total, Is.EqualTo(ops.PeakBytes), plan.Render("neg"));
         Assert.That(ops.LiveBytes, Is.Zero, "the stage frees everything it allocated");
 
         ops = new CpuBackend();
-        Stages.Nat(Ctx(ops, pos));
+        new NatStage().Run(Ctx(ops, pos));
         plan = MemoryPlan.ForTraining(cfg, DType.BF16, pos, micro, cutoff, stage: TrainingStage.Nat, nat: new MemoryPlan.NatPlan(neg, pos));
         Assert.That(plan.Total, Is.EqualTo(ops.PeakBytes), plan.Render("nat"));
         Assert.That(ops.LiveBytes, Is.Zero);
 
         ops = new CpuBackend();
-        var natCtx = Ctx(ops, pos);
-        Stages.Nce(natCtx, split.Positives);
+        new NceStage().Distil(Ctx(ops, pos), split.Positives);
         plan = MemoryPlan.ForTraining(cfg, DType.BF16, pos, micro, cutoff, stage: TrainingStage.Nce, nat: new MemoryPlan.NatPlan(neg, pos));
         Assert.That(plan.Total, Is.EqualTo(ops.PeakBytes), plan.Render("nce"));
         Assert.That(ops.LiveBytes, Is.Zero);

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using NegDistill.Cli.Gpu;
+using NegDistill.GpuCheck;
 using NegDistill.Kernels;
 using NegDistill.Model;
 using NegDistill.Runtime;
@@ -52,7 +52,7 @@ public class GpuCheckTests
     public void QuickRunOnTheCpuAccelerator_WritesBothReports()
     {
         var dir = FrontEndTests.TempDir();
-        int rc = GpuCheck.Run("ilgpu-cpu", quick: true, budgetSeconds: 300, outDir: dir, partsList: "model");
+        int rc = NegDistill.GpuCheck.GpuCheck.Run("ilgpu-cpu", quick: true, budgetSeconds: 300, outDir: dir, partsList: "model");
         Assert.That(rc, Is.Zero);
         var md = File.ReadAllText(Path.Combine(dir, "report.md"));
         Assert.That(md, Does.Contain("ILGPU CPU accelerator").And.Contain("| model step | tiny | logits |"));
@@ -84,9 +84,10 @@ public class GpuCheckTests
         using (var m = new LlamaModel(ops, cfg, DType.BF16, seed: 3)) ModelIO.SaveBase(m, baseDir, maxShardBytes: 20_000);
         string tokens = "1,5,9,12;2,7,7,30";
         string outBase = Path.Combine(dir, "base.json"), outLora = Path.Combine(dir, "lora.json"), adapter = Path.Combine(dir, "adapter");
-        Assert.That(NegDistill.Cli.Program.Run(["interop", "logits", "--base", baseDir, "--tokens", tokens, "--out", outBase]), Is.Zero);
-        Assert.That(NegDistill.Cli.Program.Run(["interop", "random-lora", "--base", baseDir, "--out", adapter]), Is.Zero);
-        Assert.That(NegDistill.Cli.Program.Run(["interop", "logits", "--base", baseDir, "--adapter", adapter, "--tokens", tokens, "--out", outLora]), Is.Zero);
+                int Cli(params string[] args) { var (rc, _, log) = FrontEndTests.RunCli(args, killWhen: null); Assert.That(log, Does.Not.Contain("Unhandled exception")); return rc; }
+        Assert.That(Cli("interop", "logits", "--base", baseDir, "--tokens", tokens, "--out", outBase), Is.Zero);
+        Assert.That(Cli("interop", "random-lora", "--base", baseDir, "--out", adapter), Is.Zero);
+        Assert.That(Cli("interop", "logits", "--base", baseDir, "--adapter", adapter, "--tokens", tokens, "--out", outLora), Is.Zero);
 
         using var m2 = new LlamaModel(ops, cfg, DType.BF16);
         ModelIO.LoadBase(m2, baseDir);
@@ -100,6 +101,6 @@ public class GpuCheckTests
         Assert.That(Read(outBase), Is.EqualTo(want));
         var withLora = Read(outLora);
         Assert.That(withLora.Zip(want).Max(x => Math.Abs(x.First - x.Second)), Is.GreaterThan(1e-4f), "a random LoRA with non-zero B changes the logits");
-        Assert.That(NegDistill.Cli.Program.Run(["interop", "logits", "--base", baseDir, "--tokens", "1,2;3", "--out", outBase]), Is.EqualTo(2), "ragged rows are bad input");
+        Assert.That(Cli("interop", "logits", "--base", baseDir, "--tokens", "1,2;3", "--out", outBase), Is.EqualTo(2), "ragged rows are bad input");
     }
 }

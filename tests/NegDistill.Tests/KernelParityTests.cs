@@ -1,3 +1,4 @@
+using NegDistill.Checkpoints;
 using NegDistill.Runtime;
 
 namespace NegDistill.Tests;
@@ -144,7 +145,7 @@ public class KernelParityTests
         // fp32 (Init.NormalAt32) within 1e-5 relative (+ one 16-bit rounding step where narrowed)
         const int n = 4000;
         var host = NegDistill.Model.Init.Normal(n, 0.02f, 77);
-        float Narrowed(float v) => dt == DType.F32 ? v : HalfBits.Widen(HalfBits.Narrow(v, dt == DType.BF16), dt == DType.BF16);
+        float Narrowed(float v) => dt == DType.F32 ? v : HalfPrecision.Widen(HalfPrecision.Narrow(v, dt == DType.BF16), dt == DType.BF16);
         foreach (IBackend ops in new IBackend[] { new CpuBackend(), TestUtil.Ilgpu })
         {
             using var t = ops.Alloc("w", dt, n);

@@ -1,3 +1,4 @@
+using NegDistill.Checkpoints;
 using NegDistill.Kernels;
 using NegDistill.Runtime;
 
@@ -31,7 +32,7 @@ public class MmaEmulatorTests
 
     static float Lo(uint r, bool f16) => Widen((ushort)(r & 0xFFFF), f16);
     static float Hi(uint r, bool f16) => Widen((ushort)(r >> 16), f16);
-    static float Widen(ushort w, bool f16) => HalfBits.Widen(w, !f16);
+    static float Widen(ushort w, bool f16) => HalfPrecision.Widen(w, !f16);
 
     /// <summary>D = A·B + C for one warp: rebuilds A (16×16) and B (16×8) from the lanes' registers as the ISA
     /// lays them out, multiplies in fp32 like the tensor core's accumulator, and hands D back by the C layout.</summary>
@@ -249,8 +250,8 @@ public class MmaEmulatorTests
         foreach (var (m, n, k) in new[] { (200, 136, 72), (8, 8, 8), (128, 256, 64) })
         {
             var d = Dims(m, n, k, transA, transB, 1.5f, beta);
-            var a = TestUtil.Rand(m * k, 11).Select(v => HalfBits.Narrow(v, !f16)).ToArray();
-            var b = TestUtil.Rand(n * k, 12).Select(v => HalfBits.Narrow(v, !f16)).ToArray();
+            var a = TestUtil.Rand(m * k, 11).Select(v => HalfPrecision.Narrow(v, !f16)).ToArray();
+            var b = TestUtil.Rand(n * k, 12).Select(v => HalfPrecision.Narrow(v, !f16)).ToArray();
             var c0 = TestUtil.Rand(m * n, 13);
             var got = (float[])c0.Clone();
             EmulateKernel(a, b, got, d, f16);

@@ -1,4 +1,5 @@
-using NegDistill.Cli;
+using NegDistill.Method;
+using NegDistill.Method.Settings;
 using NegDistill.Data.Synthetic;
 using NegDistill.Model;
 using NegDistill.Runtime;
@@ -18,11 +19,11 @@ public class PipelineTests
         var dir = TempDir();
         string path = Path.Combine(dir, "bad.json");
         File.WriteAllText(path, """{ "base": "/nope", "stages": ["nce", "foo"], "train": { "micro_batch": 3, "effective_batch": 4, "lr": -1 }, "lora": { "dropout": 1.5 } }""");
-        var ex = Assert.Throws<InvalidDataException>(() => PipelineConfig.Load(path));
+        var ex = Assert.Throws<SettingsException>(() => PipelineConfig.Load(path));
         foreach (var field in new[] { "base:", "teacher_data:", "stages: unknown stage 'foo'", "stages: nce needs nat", "train.effective_batch:", "train.lr:", "lora.dropout:" })
             Assert.That(ex!.Message, Does.Contain(field));
         File.WriteAllText(path, """{ "base": "x", "trian": {} }""");
-        ex = Assert.Throws<InvalidDataException>(() => PipelineConfig.Load(path));
+        ex = Assert.Throws<SettingsException>(() => PipelineConfig.Load(path));
         Assert.That(ex!.Message, Does.Contain("trian"));
     }
 
@@ -40,14 +41,20 @@ public class PipelineTests
         File.WriteAllText(cfg, $$"""
             { "base": "{{baseDir}}", "teacher_data": "{{data}}", "out": "{{Path.Combine(dir, "out")}}",
               "stages": ["neg", "nat", "nce", "kd", "ul", "rank"],
-              "train": { "steps": 2, "micro_batch": 4, "effective_batch": 4, "lr": 0.001, "cutoff": 128, "augment_questions": 2, "augment_max_new_tokens": 8 } }
+              "train": { "steps": 2, "micro_batch": 4, "effective_batch": 4, "lr": 0.001, "cutoff": 128, "augment_questions": 2, "augment_max_new_tokens": 8 },
+              "eval": { "data": "{{FrontEndTests.WriteGsm8k(dir, 2)}}", "task": "gsm8k", "student": "nat", "n": 2, "max_new_tokens": 4 } }
             """);
-        Assert.That(PipelineVerb.Run(cfg, CancellationToken.None), Is.EqualTo(0));
+        var log = new StringWriter();
+        var quiet = new TextReporter(log);
+        Assert.That(Pipeline.FromConfig(cfg, quiet, CancellationToken.None), Does.Contain("nat greedy"));
+        Assert.That(log.ToString(), Does.Contain($"adapter: NAT (LoRA_neg + LoRA_pos + integration unit) from {Path.Combine(dir, "out", "nat", "adapter")}"),
+            "eval.student nat is evaluated with its integration unit");
+        Assert.That(log.ToString(), Does.Contain("ranker: ranking model"));
         foreach (var s in new[] { "neg", "nat", "nce", "kd", "ul", "rank" })
             Assert.That(File.Exists(Path.Combine(dir, "out", s, "adapter", "adapter_config.json")), Is.True, s);
         var stamp = File.GetLastWriteTimeUtc(Path.Combine(dir, "out", "nce", "adapter", "adapter_model.safetensors"));
         var lines = File.ReadAllLines(Path.Combine(dir, "out", "nce", "metrics.jsonl")).Length;
-        Assert.That(PipelineVerb.Run(cfg, CancellationToken.None), Is.EqualTo(0));
+        Pipeline.FromConfig(cfg, quiet, CancellationToken.None);
         Assert.That(File.GetLastWriteTimeUtc(Path.Combine(dir, "out", "nce", "adapter", "adapter_model.safetensors")), Is.EqualTo(stamp), "nce was not retrained");
         Assert.That(File.ReadAllLines(Path.Combine(dir, "out", "nce", "metrics.jsonl")), Has.Length.EqualTo(lines), "no new training steps");
     }

@@ -430,4 +430,24 @@ public class SamplerTests
         Assert.That(full[0].StopReason, Is.EqualTo(StopReason.CacheFull));
         Assert.That(full[0].Tokens.Length, Is.EqualTo(4), "6 prompt + 4 generated fill the 10 positions");
     }
+
+    [Test]
+    public void InferenceTimings_GroupTheProfilersOps_OnlyWhileMeasuring()
+    {
+        var profiler = new ProfilingBackend(new CpuBackend()) { Enabled = false };
+        using var m = new LlamaModel(profiler, LlamaConfig.Tiny, DType.F32, seed: 1);
+        using var s = new Sampler(m, new SamplerSettings { Temperature = 1f, MaxNewTokens = 5, Slots = 2, MaxSeq = 16, Seed = 2 });
+        void Run() => s.Run([new SampleRequest(0, [1, 2, 3], 2)]);
+        Run();
+        Assert.That(profiler.Report(), Is.Empty, "disabled: nothing timed");
+        var t = InferenceTimings.Measure(profiler, Run);
+        Assert.That(t.Matmul, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(t.Attention, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(t.Sampling, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(t.Other, Is.GreaterThan(TimeSpan.Zero));
+        var calls = profiler.Report().ToDictionary(r => r.Op, r => r.Calls);
+        Assert.That(calls["SampleRows"], Is.EqualTo(5), "one sampling call per decode step of the 2 slots");
+        Assert.That(profiler.Enabled, Is.False, "Measure restores the switch");
+        Assert.That(InferenceTimings.PhaseOf("CachedAttention"), Is.EqualTo(InferencePhase.Attention));
+    }
 }

@@ -5,6 +5,8 @@ using System.Text;
 using NegDistill.Model;
 using NegDistill.Runtime;
 
+using NegDistill.Method;
+
 namespace NegDistill.Cli.Gpu;
 
 /// <summary>
@@ -29,7 +31,7 @@ static class InteropVerb
         var lLast = new Option<bool>("--last-only") { Description = "only the last position's logits of each row (for large vocabularies and models)" };
         var lDev = new Option<string>("--device") { Description = Backends.Help, DefaultValueFactory = _ => "cpu" };
         foreach (var o in new Option[] { lBase, lAdapter, lTokens, lOut, lLast, lDev }) logits.Options.Add(o);
-        logits.SetAction(r => Program.Guarded(_ => Logits(r.GetValue(lBase)!, r.GetValue(lAdapter), r.GetValue(lTokens)!, r.GetValue(lOut)!, r.GetValue(lLast), r.GetValue(lDev)!)));
+        logits.SetAction(r => Cli.Guarded(_ => Logits(r.GetValue(lBase)!, r.GetValue(lAdapter), r.GetValue(lTokens)!, r.GetValue(lOut)!, r.GetValue(lLast), r.GetValue(lDev)!)));
         cmd.Subcommands.Add(logits);
 
         var rl = new Command("random-lora", "Write a PEFT LoRA adapter with random non-zero A and B for a base folder.");
@@ -40,7 +42,7 @@ static class InteropVerb
         var rT = new Option<string>("--targets") { Description = "comma-separated projections", DefaultValueFactory = _ => "q_proj,v_proj" };
         var rSeed = new Option<ulong>("--seed") { Description = "seed of A and B", DefaultValueFactory = _ => 3UL };
         foreach (var o in new Option[] { rBase, rOut, rR, rA, rT, rSeed }) rl.Options.Add(o);
-        rl.SetAction(r => Program.Guarded(_ => RandomLora(r.GetValue(rBase)!, r.GetValue(rOut)!, r.GetValue(rR), r.GetValue(rA), r.GetValue(rT)!, r.GetValue(rSeed))));
+        rl.SetAction(r => Cli.Guarded(_ => RandomLora(r.GetValue(rBase)!, r.GetValue(rOut)!, r.GetValue(rR), r.GetValue(rA), r.GetValue(rT)!, r.GetValue(rSeed))));
         cmd.Subcommands.Add(rl);
         return cmd;
     }

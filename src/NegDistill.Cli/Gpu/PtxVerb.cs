@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Text;
 using NegDistill.Kernels;
 
+using NegDistill.Method;
+
 namespace NegDistill.Cli.Gpu;
 
 /// <summary>
@@ -20,7 +22,7 @@ static class PtxVerb
         var mdOpt = new Option<string?>("--markdown") { Description = "write the resource table as Markdown to this file" };
         var filterOpt = new Option<string?>("--kernel") { Description = "only kernels whose name contains this" };
         foreach (var o in new Option[] { outOpt, listOpt, binOpt, mdOpt, filterOpt }) cmd.Options.Add(o);
-        cmd.SetAction(r => Program.Guarded(_ => Run(r.GetValue(outOpt), r.GetValue(listOpt), r.GetValue(binOpt), r.GetValue(mdOpt), r.GetValue(filterOpt))));
+        cmd.SetAction(r => Cli.Guarded(_ => Run(r.GetValue(outOpt), r.GetValue(listOpt), r.GetValue(binOpt), r.GetValue(mdOpt), r.GetValue(filterOpt))));
         return cmd;
     }
 

@@ -172,7 +172,6 @@ public sealed class Sampler : IDisposable
             int m = logitRows.Count;
             if (m > 0)
             {
-                long t0 = Stopwatch.GetTimestamp();              // the forward synchronised when timing
                 for (int i = 0; i < m; i++)
                 {
                     var s = sampled[i];
@@ -185,14 +184,13 @@ public sealed class Sampler : IDisposable
                     _s.Temperature, _s.TopK, _s.TopP);
                 o.Download(Cache.Sampled, outTok.AsSpan(0, m));
                 o.Download(Cache.SampledLogProb, outLp.AsSpan(0, m));
-                InferenceTimings.Lap(Cache.Timings, o, ref t0, InferencePhase.Sampling);
             }
 
             for (int i = 0; i < m; i++)
             {
                 var s = sampled[i];
                 int t = outTok[i];
-                if (t < 0) throw new InvalidOperationException($"request {s.Req.Id}, sample {s.Index}: the logits are NaN at generated token {s.Generated}");
+                if (t < 0) throw new NonFiniteException($"sampling request {s.Req.Id}, sample {s.Index}: the logits are NaN at generated token {s.Generated} (non-finite weights or activations in the model)");
                 s.Generated++;
                 s.LogProb += outLp[i];
                 stats.GeneratedTokens++;

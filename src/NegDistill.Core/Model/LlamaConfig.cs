@@ -29,6 +29,8 @@ public sealed record LlamaConfig
     /// <summary>LLaMA-7b exactly as in method.md: 32 layers, d = 4096, 32 heads, FFN 11008, vocab 32000.</summary>
     public static LlamaConfig Llama7B => new() { Dim = 4096, Layers = 32, Heads = 32, FfnDim = 11008, Vocab = 32000, MaxSeq = 2048 };
 
+    public static readonly IReadOnlyList<string> PresetNames = ["tiny", "small", "llama-7b"];
+
     public static LlamaConfig Preset(string name) => name.ToLowerInvariant() switch
     {
         "tiny" => Tiny,
@@ -43,6 +45,18 @@ public sealed record LlamaConfig
             throw new ArgumentException($"config: every size must be positive ({this})");
         if (Dim % Heads != 0) throw new ArgumentException($"config: hidden_size {Dim} is not divisible by num_attention_heads {Heads}");
         if (HeadDim % 2 != 0) throw new ArgumentException($"config: head dimension {HeadDim} must be even for RoPE");
+    }
+
+    /// <summary>FLOPs of one LoRA training step over <paramref name="batch"/> × <paramref name="seq"/> tokens, the
+    /// figure `bench train` and gpu-check divide by the time: forward matmuls 2·N·(L·(4C² + 3CF) + VC) and
+    /// attention 4·B·T²·C per layer (QKᵀ and PV, full square); a LoRA step runs the matmuls twice (forward,
+    /// dX; frozen weights need no dW) and attention three times.</summary>
+    public double LoraStepFlops(int batch, int seq)
+    {
+        double n = (double)batch * seq;
+        double mm = 2 * n * (Layers * (4.0 * Dim * Dim + 3.0 * Dim * FfnDim) + (double)Vocab * Dim);
+        double attn = Layers * 4.0 * batch * seq * (double)seq * Dim;
+        return 2 * mm + 3 * attn;
     }
 
     /// <summary>Parameters of the base model (embedding, layers, final norm, untied LM head).</summary>

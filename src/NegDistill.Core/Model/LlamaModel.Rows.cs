@@ -1,4 +1,3 @@
-using NegDistill.Infer;
 using NegDistill.Runtime;
 
 namespace NegDistill.Model;
@@ -34,8 +33,6 @@ public sealed partial class LlamaModel
         foreach (int i in logitRows) if ((uint)i >= (uint)r) throw new ArgumentException($"logit row {i} outside the {r} rows");
 
         var o = Ops;
-        var tm = cache.Timings;
-        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         Pass.Training = false;
         o.Upload(cache.Tokens, tokens); o.Upload(cache.RowSlot, slot); o.Upload(cache.RowPos, pos); o.Upload(cache.LogitRows, logitRows);
         var (x, xn, q, k, v, ao, tmp) = (o.View(cache.X, 0, r, C), o.View(cache.Xn, 0, r, C), o.View(cache.Q, 0, r, C),
@@ -43,42 +40,31 @@ public sealed partial class LlamaModel
         var (g, u, hh, rstd) = (o.View(cache.G, 0, r, F), o.View(cache.U, 0, r, F), o.View(cache.Hh, 0, r, F), o.View(cache.Rstd, 0, r));
         int tmax = cache.MaxSeq;
         o.EmbeddingForward(x, cache.Tokens, Embed.W, r, C);                             // x(R,C)
-        InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
         for (int l = 0; l < Layers.Length; l++)
         {
             var w = Layers[l];
             o.RmsNormForward(xn, rstd, x, w.AttnNorm.W, r, C, Config.NormEps);
-            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
             Linear(l, Proj.q_proj, xn, q, r);
             Linear(l, Proj.k_proj, xn, k, r);
             Linear(l, Proj.v_proj, xn, v, r);
-            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
             o.Rope(q, cache.RowPos, r, H, Hd, Config.RopeTheta, false);
             o.Rope(k, cache.RowPos, r, H, Hd, Config.RopeTheta, false);
             o.CacheWrite(cache.K[l], cache.V[l], k, v, cache.RowSlot, cache.RowPos, r, tmax, C);
             o.CachedAttention(ao, q, cache.K[l], cache.V[l], cache.RowSlot, cache.RowPos, r, tmax, H, Hd);   // ao(R,C)
-            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Attention);
             Linear(l, Proj.o_proj, ao, tmp, r);
-            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
             o.Axpy(x, tmp, 1f, (long)r * C);                                             // x += o(ao)
             o.RmsNormForward(xn, rstd, x, w.MlpNorm.W, r, C, Config.NormEps);
-            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
             Linear(l, Proj.gate_proj, xn, g, r);
             Linear(l, Proj.up_proj, xn, u, r);
-            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
             o.SwiGluForward(hh, g, u, (long)r * F);
-            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
             Linear(l, Proj.down_proj, hh, tmp, r);
-            InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
             o.Axpy(x, tmp, 1f, (long)r * C);                                             // x += down(h)
         }
         o.RmsNormForward(xn, rstd, x, FinalNorm.W, r, C, Config.NormEps);
         var sel = o.View(cache.Ao, 0, n2, C);
         o.GatherRows(sel, xn, cache.LogitRows, n2, C);                                   // sel(n2,C) = xf[logitRows]
-        InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Other);
         var logits = o.View(cache.Logits, 0, n2, V);
         o.MatMul(logits, sel, LmHead.W, n2, V, C, false, true);                          // logits(n2,V) = sel·Wheadᵀ
-        InferenceTimings.Lap(tm, o, ref t0, InferencePhase.Matmul);
         return logits;
     }
 

@@ -70,7 +70,10 @@ public sealed partial class LlamaModel : IDisposable
     public LayerWeights[] Layers { get; }
     public Param FinalNorm { get; }
     public Param LmHead { get; }
-    public Dictionary<(int Layer, Proj Proj), IProjectionAdapter> Adapters { get; } = new();
+    readonly Dictionary<(int Layer, Proj Proj), IProjectionAdapter> _adapters = new();
+    /// <summary>The adapters in force, by layer and projection. <see cref="AddLora"/> and NAT's attach add
+    /// to them (the model then owns and disposes them); <see cref="WithAdapters"/> swaps a set in for a scope.</summary>
+    public IReadOnlyDictionary<(int Layer, Proj Proj), IProjectionAdapter> Adapters => _adapters;
     public PassContext Pass { get; } = new();
     /// <summary>Recompute each layer's activations in backward from its input instead of keeping them
     /// (memory: one layer's activations instead of L).</summary>
@@ -159,17 +162,53 @@ public sealed partial class LlamaModel : IDisposable
             {
                 var (i, o) = ProjShape(Config, p);
                 var a = new LoraAdapter(Ops, ModulePrefix(l, p), i, o, cfg, seed, (ulong)(l * 8 + (int)p), trainable);
-                if (Adapters.Remove((l, p), out var old)) old.Dispose();
-                Adapters[(l, p)] = a;
+                SetAdapter(l, p, a);
                 list.Add(a);
             }
         return list;
     }
 
+    /// <summary>Puts <paramref name="adapter"/> on one projection, disposing the one it replaces.</summary>
+    internal void SetAdapter(int layer, Proj p, IProjectionAdapter adapter)
+    {
+        if (_adapters.Remove((layer, p), out var old) && !ReferenceEquals(old, adapter)) old.Dispose();
+        _adapters[(layer, p)] = adapter;
+    }
+
     public void ClearAdapters()
     {
-        foreach (var a in Adapters.Values) a.Dispose();
-        Adapters.Clear();
+        foreach (var a in _adapters.Values) a.Dispose();
+        _adapters.Clear();
+    }
+
+    /// <summary>Takes every adapter out of the model and hands it to the caller, who disposes it; the model
+    /// is left with none.</summary>
+    public IReadOnlyDictionary<(int Layer, Proj Proj), IProjectionAdapter> DetachAdapters()
+    {
+        var set = new Dictionary<(int, Proj), IProjectionAdapter>(_adapters);
+        _adapters.Clear();
+        return set;
+    }
+
+    /// <summary>Puts <paramref name="set"/> in force instead of the current adapters until the returned scope
+    /// is disposed, when the previous ones come back (NCE runs its teachers this way on the student's
+    /// model, so the base weights exist once). Ownership does not change: the set stays the caller's.</summary>
+    public IDisposable WithAdapters(IReadOnlyDictionary<(int Layer, Proj Proj), IProjectionAdapter> set)
+    {
+        var previous = new Dictionary<(int, Proj), IProjectionAdapter>(_adapters);
+        _adapters.Clear();
+        foreach (var kv in set) _adapters[kv.Key] = kv.Value;
+        return new Restore(() =>
+        {
+            _adapters.Clear();
+            foreach (var kv in previous) _adapters[kv.Key] = kv.Value;
+        });
+    }
+
+    sealed class Restore(Action undo) : IDisposable
+    {
+        bool _done;
+        public void Dispose() { if (!_done) { _done = true; undo(); } }
     }
 
     // ---------------------------------------------------------------- activations
@@ -197,30 +236,27 @@ public sealed partial class LlamaModel : IDisposable
         if (b == _b && t == _t && _s != null && _acts.Length == (Recompute ? 1 : Layers.Length)) return;
         FreeActivations();
         (_b, _t) = (b, t);
-        int n = b * t;
         var o = Ops;
-        _xs = Enumerable.Range(0, Layers.Length + 1).Select(i => o.Alloc($"x{i}", DType.F32, n, C)).ToArray();
-        _acts = Enumerable.Range(0, Recompute ? 1 : Layers.Length).Select(i => new LayerActs
+        _xs = ActivationSizes.Residual(Config, b, t).Select(x => o.Alloc(x.Name, x.Type, x.Dims)).ToArray();
+        _acts = Enumerable.Range(0, Recompute ? 1 : Layers.Length).Select(i =>
         {
-            Xn1 = o.Alloc($"l{i}.xn1", DType.F32, n, C), Rstd1 = o.Alloc($"l{i}.rstd1", DType.F32, n),
-            Q = o.Alloc($"l{i}.q", DType.F32, n, C), K = o.Alloc($"l{i}.k", DType.F32, n, C), V = o.Alloc($"l{i}.v", DType.F32, n, C),
-            Att = o.Alloc($"l{i}.att", DType.F32, b, H, t, t), Ao = o.Alloc($"l{i}.ao", DType.F32, n, C),
-            X2 = o.Alloc($"l{i}.x2", DType.F32, n, C), Xn2 = o.Alloc($"l{i}.xn2", DType.F32, n, C), Rstd2 = o.Alloc($"l{i}.rstd2", DType.F32, n),
-            G = o.Alloc($"l{i}.g", DType.F32, n, F), U = o.Alloc($"l{i}.u", DType.F32, n, F), Hh = o.Alloc($"l{i}.h", DType.F32, n, F),
+            var a = ActivationSizes.Alloc(o, $"l{i}.", ActivationSizes.Layer(Config, b, t));
+            return new LayerActs
+            {
+                Xn1 = a["xn1"], Rstd1 = a["rstd1"], Q = a["q"], K = a["k"], V = a["v"], Att = a["att"], Ao = a["ao"],
+                X2 = a["x2"], Xn2 = a["xn2"], Rstd2 = a["rstd2"], G = a["g"], U = a["u"], Hh = a["h"],
+            };
         }).ToArray();
-        ChunkRows = (int)Math.Max(1, Math.Min(n, LogitsBudget / V));
+        ChunkRows = ActivationSizes.ChunkRows(Config, b, t, LogitsBudget);
+        var s = ActivationSizes.Alloc(o, "", ActivationSizes.Scratch(Config, b, t, ChunkRows));
         _s = new Scratch
         {
-            Dres = o.Alloc("dres", DType.F32, n, C), Dx2 = o.Alloc("dx2", DType.F32, n, C), Dxn = o.Alloc("dxn", DType.F32, n, C),
-            Dq = o.Alloc("dq", DType.F32, n, C), Dk = o.Alloc("dk", DType.F32, n, C), Dv = o.Alloc("dv", DType.F32, n, C),
-            Datt = o.Alloc("datt", DType.F32, b, H, t, t), Dao = o.Alloc("dao", DType.F32, n, C),
-            Dh = o.Alloc("dh", DType.F32, n, F), Dg = o.Alloc("dg", DType.F32, n, F), Du = o.Alloc("du", DType.F32, n, F),
-            Xf = o.Alloc("xf", DType.F32, n, C), RstdF = o.Alloc("rstdf", DType.F32, n), Dxf = o.Alloc("dxf", DType.F32, n, C),
-            Logits = o.Alloc("logits", DType.F32, ChunkRows, V), Losses = o.Alloc("losses", DType.F32, n),
-            DwSink = o.Alloc("dw.frozen", DType.F32, C),   // receives norm-weight gradients of frozen norms
+            Dres = s["dres"], Dx2 = s["dx2"], Dxn = s["dxn"], Dq = s["dq"], Dk = s["dk"], Dv = s["dv"], Datt = s["datt"], Dao = s["dao"],
+            Dh = s["dh"], Dg = s["dg"], Du = s["du"], Xf = s["xf"], RstdF = s["rstdf"], Dxf = s["dxf"], Logits = s["logits"], Losses = s["losses"],
+            DwSink = s["dw.frozen"],
         };
-        _tokens = o.Alloc("tokens", DType.I32, n); _pos = o.Alloc("pos", DType.I32, n);
-        _mask = o.Alloc("mask", DType.F32, n); _targets = o.Alloc("targets", DType.I32, n);
+        var inputs = ActivationSizes.Alloc(o, "", ActivationSizes.Inputs(b, t));
+        (_tokens, _pos, _mask, _targets) = (inputs["tokens"], inputs["pos"], inputs["mask"], inputs["targets"]);
     }
 
     void FreeActivations()
@@ -375,6 +411,42 @@ public sealed partial class LlamaModel : IDisposable
         LinearBackward(l, Proj.v_proj, a.Xn1, s.Dv, s.Dxn, n, true);
         Ops.Copy(s.Dres, s.Dx2);
         Ops.RmsNormBackward(s.Dres, w.AttnNorm.Grad ?? s.DwSink, s.Dxn, _xs[l], w.AttnNorm.W, a.Rstd1, n, C);
+    }
+
+    // ---------------------------------------------------------------- diagnosis
+    /// <summary>The first tensor holding NaN or ±Infinity: a parameter (base, then adapters, in order), else
+    /// an activation of the last forward in the order the forward wrote them; null when all are finite.
+    /// For the trainer's report when a loss or gradient went non-finite (reads every tensor: slow).</summary>
+    public string? FirstNonFinite()
+    {
+        var adapterParams = Adapters.OrderBy(a => a.Key.Layer).ThenBy(a => a.Key.Proj).SelectMany(a => a.Value.Parameters);
+        foreach (var p in BaseParameters.Concat(adapterParams))
+            if (NonFinite(p.W)) return $"parameter {p.Name}";
+        if (_s == null) return null;
+        bool Bad(Tensor t) => NonFinite(t);
+        if (Bad(_xs[0])) return "activation x0 (the embedding's output)";
+        for (int l = 0; l < Layers.Length; l++)
+        {
+            if (!Recompute || l == Layers.Length - 1)   // recomputation keeps the last layer's set only
+            {
+                var a = Acts(l);
+                foreach (var (name, t) in new[] { ("xn1", a.Xn1), ("q", a.Q), ("k", a.K), ("v", a.V), ("att", a.Att), ("ao", a.Ao), ("x2", a.X2), ("xn2", a.Xn2), ("g", a.G), ("u", a.U), ("h", a.Hh) })
+                    if (Bad(t)) return $"activation {name} of layer {l}";
+            }
+            if (Bad(_xs[l + 1])) return $"activation x{l + 1} (the residual stream after layer {l})";
+        }
+        return Bad(_s.Xf) ? "activation xf (the final norm's output)" : null;
+    }
+
+    bool NonFinite(Tensor t)
+    {
+        if (t.DType == DType.F32) return Ops.HasNonFinite(t, t.Length);
+        if (t.DType is not (DType.F16 or DType.BF16)) return false;
+        var raw = new ushort[t.Length];
+        Ops.DownloadRaw16(t, raw);
+        ushort exp = t.DType == DType.BF16 ? (ushort)0x7F80 : (ushort)0x7C00;   // exponent all ones: Inf or NaN
+        foreach (var w in raw) if ((w & exp) == exp) return true;
+        return false;
     }
 
     /// <summary>Logits (N,V) of the last position-wise forward, for inference and tests (allocates).</summary>

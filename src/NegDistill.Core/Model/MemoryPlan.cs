@@ -7,9 +7,10 @@ namespace NegDistill.Model;
 public enum TrainingStage { Lora, Nat, Nce }
 
 /// <summary>
-/// What a LoRA (or full) training run allocates, computed from the configuration before anything is
-/// allocated, line by line as <see cref="LlamaModel"/>, <see cref="Param"/> and <see cref="LoraAdapter"/>
-/// allocate it (a test checks the total against the bytes the CPU backend actually allocates).
+/// What a training run or a sampling run allocates, computed before anything is allocated: parameters
+/// from the configuration, activations and row buffers from <see cref="ActivationSizes"/>, the table
+/// the model, the KV cache and the adapters allocate from (tests check the totals against the bytes the
+/// CPU backend actually allocated, and the 7B totals against hand computations).
 /// </summary>
 public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
 {
@@ -22,38 +23,39 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
         bool recompute = false, bool trainBase = false, long logitsBudget = 1 << 22,
         TrainingStage stage = TrainingStage.Lora, NatPlan? nat = null)
     {
-        long C = c.Dim, F = c.FfnDim, V = c.Vocab, L = c.Layers, H = c.Heads;
-        long n = (long)microBatch * seqLen, att = (long)microBatch * H * seqLen * seqLen;
+        long L = c.Layers;
+        int n = microBatch * seqLen;
         var items = WeightItems(c, weights, paramCopies: trainBase ? 4 : 1);   // weight (+ grad, adam m, adam v)
-        long chunkRows = Math.Max(1, Math.Min(n, logitsBudget / V));
+        int chunkRows = ActivationSizes.ChunkRows(c, microBatch, seqLen, logitsBudget);
         if (stage != TrainingStage.Lora)
         {
             if (nat == null) throw new ArgumentException($"a {stage} plan needs LoRA_neg's settings (nat)");
-            var natTargets = stage == TrainingStage.Nat ? lora!.Targets : nat.Pos.Targets;
             var pos = stage == TrainingStage.Nat ? lora! : nat.Pos;
             bool teacher = stage == TrainingStage.Nce;            // forward only, dropout off
-            long unitParams = 0, loraParams = 0, negParams = 0, unitRows = 0, loraRows = 0;
-            long d = nat.UnitDim, rp = pos.Rank, rn = nat.Neg.Rank;
-            foreach (var t in natTargets.Distinct())
+            long unitParams = 0, loraParams = 0, negParams = 0, rows = 0;
+            int d = nat.UnitDim;
+            foreach (var t in pos.Targets.Distinct())
             {
                 var (i, o) = LlamaModel.ProjShape(c, t);
-                unitParams += L * (d * i + 2 * d * o + o * d);                        // Q, K, U1, U2
-                loraParams += L * (rp * i + o * rp);
-                negParams += L * (rn * i + o * rn);
-                unitRows += teacher
-                    ? L * (2 * n * o + 6 * n * d + n)                                  // h (2N,out); q, k, u, mix; a_neg
-                    : L * (4 * n * o + 12 * n * d + n);                                // + dh (2N,out); dmix, dq, dk, du
-                loraRows += teacher
-                    ? L * n * (rp + rn)                                                // xa of LoRA_pos and LoRA_neg
-                    : L * n * ((pos.Dropout > 0 ? 2 : 1) * i + 2 * rp + i + 2 * rn); // LoRA_pos: drop(x)?, dxd, xa, dxa; LoRA_neg: dxd, xa, dxa
+                unitParams += L * UnitParams(i, o, d);
+                loraParams += L * LoraParams(i, o, pos.Rank);
+                negParams += L * LoraParams(i, o, nat.Neg.Rank);
+                var buffers = ActivationSizes.NatForward(n, o, d)
+                    .Concat(ActivationSizes.LoraForward(n, i, pos.Rank, dropout: !teacher && pos.Dropout > 0))
+                    .Concat(ActivationSizes.LoraForward(n, i, nat.Neg.Rank, dropout: false));    // LoRA_neg runs without dropout
+                if (!teacher)
+                    buffers = buffers.Concat(ActivationSizes.NatBackward(n, o, d))
+                        .Concat(ActivationSizes.LoraBackward(n, i, pos.Rank)).Concat(ActivationSizes.LoraBackward(n, i, nat.Neg.Rank));
+                rows += L * ActivationSizes.Bytes(buffers);
             }
             items.Add(teacher
                 ? ("NAT teacher: units Q K U1 U2 + LoRA_pos (F32, frozen)", (unitParams + loraParams) * 4)
                 : ("NAT units Q K U1 U2 + LoRA_pos, with grads + moments (F32)", (unitParams + loraParams) * 4 * 4));
             items.Add(("LoRA_neg weights (F32, frozen)", negParams * 4));
-            items.Add(($"NAT row buffers ({(teacher ? "teacher forward" : "forward + backward")})", (unitRows + loraRows) * 4));
+            items.Add(($"NAT row buffers ({(teacher ? "teacher forward" : "forward + backward")})", rows));
             if (teacher)
-                items.Add(("NCE teacher hidden states (NAT, neg) + logits chunks + per-row terms", (2 * n * C + 2 * chunkRows * V + 4 * n) * 4));
+                items.Add(("NCE teacher hidden states (NAT, neg) + logits chunks + per-row terms",
+                    2 * ActivationSizes.TeacherHidden(n, c.Dim).Bytes + ActivationSizes.Bytes(ActivationSizes.NceHead(n, chunkRows, c.Vocab))));
         }
         if (lora != null && stage != TrainingStage.Nat)
         {
@@ -61,49 +63,69 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
             foreach (var t in lora.Targets)
             {
                 var (i, o) = LlamaModel.ProjShape(c, t);
-                adapterParams += L * (lora.Rank * i + o * lora.Rank);
-                adapterActs += L * n * ((lora.Dropout > 0 ? 2 : 1) * i + 2 * lora.Rank);  // drop(x) if dropout, dx of the adapter, xa, dxa
+                adapterParams += L * LoraParams(i, o, lora.Rank);
+                adapterActs += L * ActivationSizes.Bytes(ActivationSizes.LoraForward(n, i, lora.Rank, lora.Dropout > 0).Concat(ActivationSizes.LoraBackward(n, i, lora.Rank)));
             }
             items.Add(("LoRA weights + grads + AdamW moments (F32)", adapterParams * 4 * 4));
-            items.Add(("LoRA activations", adapterActs * 4));
+            items.Add(("LoRA activations", adapterActs));
         }
-        long perLayer = 7 * n * C + 2 * n + att + 3 * n * F;     // xn1 q k v ao x2 xn2, rstd×2, att, g u h
-        items.Add(("residual stream (L+1 layers)", (L + 1) * n * C * 4));
-        items.Add(($"layer activations ({(recompute ? "1 layer, recomputed" : $"{L} layers")})", (recompute ? 1 : L) * perLayer * 4));
-        items.Add(("backward scratch", (7 * n * C + att + 3 * n * F + 2 * n * C + n + n + C) * 4));
-        items.Add(($"logits chunk ({chunkRows} rows × V)", chunkRows * V * 4));
-        items.Add(("token ids, positions, mask, targets", 4 * n * 4));
+        items.Add(("residual stream (L+1 layers)", ActivationSizes.Bytes(ActivationSizes.Residual(c, microBatch, seqLen))));
+        items.Add(($"layer activations ({(recompute ? "1 layer, recomputed" : $"{L} layers")})", (recompute ? 1 : L) * ActivationSizes.Bytes(ActivationSizes.Layer(c, microBatch, seqLen))));
+        var scratch = ActivationSizes.Scratch(c, microBatch, seqLen, chunkRows);
+        items.Add(("backward scratch", ActivationSizes.Bytes(scratch.Where(b => b.Name != "logits"))));
+        items.Add(($"logits chunk ({chunkRows} rows × V)", ActivationSizes.Bytes(scratch.Where(b => b.Name == "logits"))));
+        items.Add(("token ids, positions, mask, targets", ActivationSizes.Bytes(ActivationSizes.Inputs(microBatch, seqLen))));
         return new MemoryPlan(items);
     }
+
+    static long LoraParams(long i, long o, long r) => r * i + o * r;                   // A (r,in), B (out,r)
+    static long UnitParams(long i, long o, long d) => d * i + 2 * d * o + o * d;       // Q (D,in), K and U1 (D,out), U2 (out,D)
 
     /// <summary>LoRA_neg's settings and NAT's unit width (plans of the NAT and NCE stages). For NCE,
     /// <see cref="Pos"/> is the NAT model's LoRA_pos; for NAT it is the plan's trained LoRA.</summary>
     public sealed record NatPlan(LoraConfig Neg, LoraConfig Pos, int UnitDim = Ops.Integration.UnitDim);
 
     /// <summary>
-    /// What batched sampling allocates (<see cref="Infer.Sampler"/>: the model, frozen LoRA adapters, a
-    /// <see cref="Infer.KvCache"/> of <paramref name="slots"/> × <paramref name="maxSeq"/> positions and its
-    /// row buffers for <paramref name="maxRows"/> rows per forward), line by line as they allocate it.
+    /// What batched sampling allocates (<see cref="Infer.Sampler"/>: the model, frozen adapters, a
+    /// <see cref="KvCache"/> of <paramref name="slots"/> × <paramref name="maxSeq"/> positions and its
+    /// row buffers for <paramref name="maxRows"/> rows per forward), from the same table they allocate from.
     /// </summary>
-    public static MemoryPlan ForSampling(LlamaConfig c, DType weights, LoraConfig? lora, int slots, int maxSeq, int maxRows)
+    /// <param name="nat">for a NAT student (LoRA_neg + LoRA_pos + integration units, frozen): their
+    /// settings; <paramref name="lora"/> is then ignored</param>
+    public static MemoryPlan ForSampling(LlamaConfig c, DType weights, LoraConfig? lora, int slots, int maxSeq, int maxRows, NatPlan? nat = null)
     {
-        long C = c.Dim, F = c.FfnDim, V = c.Vocab, L = c.Layers, R = maxRows;
+        long L = c.Layers;
+        int R = maxRows;
         var items = WeightItems(c, weights, paramCopies: 1);
-        if (lora != null)
+        if (nat != null)
+        {
+            long parameters = 0, rows = 0;
+            foreach (var t in nat.Pos.Targets.Distinct())
+            {
+                var (i, o) = LlamaModel.ProjShape(c, t);
+                parameters += L * (UnitParams(i, o, nat.UnitDim) + LoraParams(i, o, nat.Pos.Rank) + LoraParams(i, o, nat.Neg.Rank));
+                rows += L * ActivationSizes.Bytes(ActivationSizes.NatForward(R, o, nat.UnitDim)
+                    .Concat(ActivationSizes.LoraForward(R, i, nat.Pos.Rank, dropout: false)).Concat(ActivationSizes.LoraForward(R, i, nat.Neg.Rank, dropout: false)));
+            }
+            items.Add(("NAT units Q K U1 U2 + LoRA_pos + LoRA_neg (F32, frozen)", parameters * 4));
+            items.Add(("NAT row buffers", rows));
+        }
+        else if (lora != null)
         {
             long adapterParams = 0, adapterRows = 0;
             foreach (var t in lora.Targets)
             {
                 var (i, o) = LlamaModel.ProjShape(c, t);
-                adapterParams += L * (lora.Rank * i + o * lora.Rank);
-                adapterRows += L * R * lora.Rank;                 // xa; no drop(x) copy with dropout off
+                adapterParams += L * LoraParams(i, o, lora.Rank);
+                adapterRows += L * ActivationSizes.Bytes(ActivationSizes.LoraForward(R, i, lora.Rank, dropout: false));   // no drop(x) copy with dropout off
             }
             items.Add(("LoRA weights (F32, frozen)", adapterParams * 4));
-            items.Add(("LoRA row buffers", adapterRows * 4));
+            items.Add(("LoRA row buffers", adapterRows));
         }
-        items.Add(($"KV cache ({slots} slots × {maxSeq} positions, F32)", 2 * L * slots * maxSeq * C * 4));
-        items.Add(($"row buffers ({maxRows} rows per forward)", R * (7 * C + 1 + 3 * F + V) * 4));
-        items.Add(("row ids, positions, seeds, sampled tokens", 9 * R * 4));
+        items.Add(($"KV cache ({slots} slots × {maxSeq} positions, F32)", ActivationSizes.Bytes(ActivationSizes.KvCache(c, slots, maxSeq))));
+        var kvRows = ActivationSizes.KvRows(c, R);
+        items.Add(($"row buffers ({maxRows} rows per forward)", ActivationSizes.Bytes(kvRows.Where(b => b.Type == DType.F32 && b.Name != "kv.sampled.lp"))));
+        items.Add(("row ids, positions, seeds, sampled tokens", ActivationSizes.Bytes(kvRows.Where(b => b.Type != DType.F32 || b.Name == "kv.sampled.lp"))));
         return new MemoryPlan(items);
     }
 

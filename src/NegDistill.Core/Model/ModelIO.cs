@@ -1,5 +1,6 @@
 using System.Text.Json;
 using NegDistill.Checkpoints;
+using NegDistill.Json;
 using NegDistill.Runtime;
 
 namespace NegDistill.Model;
@@ -11,8 +12,6 @@ namespace NegDistill.Model;
 /// </summary>
 public static class ModelIO
 {
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
-
     static StorageType Storage(DType d) => d switch { DType.F16 => StorageType.F16, DType.BF16 => StorageType.BF16, _ => StorageType.F32 };
 
     static StoredTensor Export(IBackend ops, Param p, string name)
@@ -34,63 +33,71 @@ public static class ModelIO
     public static void SaveBase(LlamaModel model, string dir, long maxShardBytes = 5L << 30)
     {
         Directory.CreateDirectory(dir);
-        var cfg = model.Config;
-        var config = new Dictionary<string, object>
+        var c = model.Config;
+        var config = new HfLlamaConfig
         {
-            ["architectures"] = new[] { "LlamaForCausalLM" }, ["model_type"] = "llama",
-            ["hidden_size"] = cfg.Dim, ["num_hidden_layers"] = cfg.Layers, ["num_attention_heads"] = cfg.Heads,
-            ["num_key_value_heads"] = cfg.Heads, ["intermediate_size"] = cfg.FfnDim, ["vocab_size"] = cfg.Vocab,
-            ["max_position_embeddings"] = cfg.MaxSeq, ["rms_norm_eps"] = cfg.NormEps, ["rope_theta"] = cfg.RopeTheta,
-            ["bos_token_id"] = cfg.Bos, ["eos_token_id"] = cfg.Eos, ["hidden_act"] = "silu", ["tie_word_embeddings"] = false,
-            ["torch_dtype"] = model.LmHead.W.DType switch { DType.F16 => "float16", DType.BF16 => "bfloat16", _ => "float32" },
+            Architectures = ["LlamaForCausalLM"], ModelType = "llama", HiddenSize = c.Dim, NumHiddenLayers = c.Layers, NumAttentionHeads = c.Heads,
+            NumKeyValueHeads = c.Heads, IntermediateSize = c.FfnDim, VocabSize = c.Vocab, MaxPositionEmbeddings = c.MaxSeq, RmsNormEps = c.NormEps,
+            RopeTheta = c.RopeTheta, BosTokenId = JsonSerializer.SerializeToElement(c.Bos, CoreJson.Default.Int32),
+            EosTokenId = JsonSerializer.SerializeToElement(c.Eos, CoreJson.Default.Int32), HiddenAct = "silu", TieWordEmbeddings = false,
+            TorchDtype = model.LmHead.W.DType switch { DType.F16 => "float16", DType.BF16 => "bfloat16", _ => "float32" },
         };
-        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), JsonSerializer.Serialize(config, Json));
+        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), JsonSerializer.Serialize(config, CoreJson.Default.HfLlamaConfig));
         ShardedCheckpoint.Write(dir, model.BaseParameters.Select(p => Export(model.Ops, p, p.Name)), maxShardBytes);
     }
 
-    /// <summary>Reads a Hugging Face LLaMA config.json (the fields NegDistill uses), naming any
-    /// field that is missing or unsupported.</summary>
+    /// <summary>Reads a Hugging Face LLaMA config.json (the fields NegDistill uses; others are ignored),
+    /// naming the file and any field that is missing, of the wrong type or unsupported.</summary>
     public static LlamaConfig ReadConfig(string dir)
     {
         string path = Path.Combine(dir, "config.json");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no config.json in the checkpoint folder", path);
-        using var doc = JsonDocument.Parse(File.ReadAllText(path));
-        var r = doc.RootElement;
-        int Int(string f) => r.TryGetProperty(f, out var v) && v.TryGetInt32(out int i) ? i
-            : throw new InvalidDataException($"{path}: field '{f}' is missing or not an integer");
-        if (r.TryGetProperty("num_key_value_heads", out var kv) && kv.GetInt32() != Int("num_attention_heads"))
-            throw new InvalidDataException($"{path}: num_key_value_heads {kv.GetInt32()} ≠ num_attention_heads (grouped-query attention is not supported; LLaMA-1/2-7b has none)");
-        if (r.TryGetProperty("tie_word_embeddings", out var tie) && tie.ValueKind == JsonValueKind.True)
+        HfLlamaConfig? r;
+        try { r = JsonSerializer.Deserialize(File.ReadAllText(path), CoreJson.Default.HfLlamaConfig); }
+        catch (JsonException e)
+        {
+            string field = e.Path is { Length: > 2 } p ? p.TrimStart('$', '.') + ": " : "";
+            string why = e.Message.Split(" Path:")[0];
+            throw new InvalidDataException($"{path}: {field}{why} (line {e.LineNumber + 1})", e);
+        }
+        if (r == null) throw new InvalidDataException($"{path}: the file holds null, not a config object");
+        int Need(int? v, string field) => v ?? throw new InvalidDataException($"{path}: field '{field}' is missing");
+        int heads = Need(r.NumAttentionHeads, "num_attention_heads");
+        if (r.NumKeyValueHeads is { } kv && kv != heads)
+            throw new InvalidDataException($"{path}: num_key_value_heads {kv} ≠ num_attention_heads (grouped-query attention is not supported; LLaMA-1/2-7b has none)");
+        if (r.TieWordEmbeddings == true)
             throw new InvalidDataException($"{path}: tie_word_embeddings = true is not supported (LLaMA unties them)");
+        static int? Id(JsonElement? e) => e is { ValueKind: JsonValueKind.Number } n && n.TryGetInt32(out int i) ? i : null;
         var c = new LlamaConfig
         {
-            Dim = Int("hidden_size"), Layers = Int("num_hidden_layers"), Heads = Int("num_attention_heads"),
-            FfnDim = Int("intermediate_size"), Vocab = Int("vocab_size"),
-            MaxSeq = r.TryGetProperty("max_position_embeddings", out var mp) ? mp.GetInt32() : 2048,
-            NormEps = r.TryGetProperty("rms_norm_eps", out var e) ? e.GetSingle() : 1e-6f,
-            RopeTheta = RopeTheta(r, path),
-            Bos = r.TryGetProperty("bos_token_id", out var b) && b.ValueKind == JsonValueKind.Number ? b.GetInt32() : 1,
-            Eos = r.TryGetProperty("eos_token_id", out var eo) && eo.ValueKind == JsonValueKind.Number ? eo.GetInt32() : 2,
+            Dim = Need(r.HiddenSize, "hidden_size"), Layers = Need(r.NumHiddenLayers, "num_hidden_layers"), Heads = heads,
+            FfnDim = Need(r.IntermediateSize, "intermediate_size"), Vocab = Need(r.VocabSize, "vocab_size"),
+            MaxSeq = r.MaxPositionEmbeddings ?? 2048, NormEps = r.RmsNormEps ?? 1e-6f, RopeTheta = RopeTheta(r, path),
+            Bos = Id(r.BosTokenId) ?? 1, Eos = Id(r.EosTokenId) ?? 2,
         };
-        c.Validate();
+        try { c.Validate(); }
+        catch (ArgumentException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
+        if (c.MaxSeq < 1) throw new InvalidDataException($"{path}: max_position_embeddings must be positive (got {c.MaxSeq})");
+        if (!(c.NormEps > 0) || !float.IsFinite(c.NormEps)) throw new InvalidDataException($"{path}: rms_norm_eps must be a positive number (got {c.NormEps})");
+        if (!(c.RopeTheta > 0) || !float.IsFinite(c.RopeTheta)) throw new InvalidDataException($"{path}: rope_theta must be a positive number (got {c.RopeTheta})");
         return c;
     }
 
     /// <summary>RoPE's base: transformers 4 writes `rope_theta` (and `rope_scaling`), transformers 5 a
     /// `rope_parameters` object holding `rope_theta` and `rope_type`. Only plain RoPE is implemented, so a
     /// scaled variant (llama3, linear, dynamic, yarn, …) is refused rather than silently run unscaled.</summary>
-    static float RopeTheta(JsonElement r, string path)
+    static float RopeTheta(HfLlamaConfig r, string path)
     {
-        float theta = r.TryGetProperty("rope_theta", out var th) && th.ValueKind == JsonValueKind.Number ? th.GetSingle() : 10000f;
-        foreach (var field in new[] { "rope_parameters", "rope_scaling" })
+        float theta = r.RopeTheta ?? 10000f;
+        foreach (var (field, rp) in new[] { ("rope_parameters", r.RopeParameters), ("rope_scaling", r.RopeScaling) })
         {
-            if (!r.TryGetProperty(field, out var rp) || rp.ValueKind == JsonValueKind.Null) continue;
-            if (rp.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: field '{field}' is not an object");
-            string type = rp.TryGetProperty("rope_type", out var rt) && rt.ValueKind == JsonValueKind.String ? rt.GetString()!
-                        : rp.TryGetProperty("type", out var ty) && ty.ValueKind == JsonValueKind.String ? ty.GetString()! : "default";
+            if (rp is not { } o || o.ValueKind == JsonValueKind.Null) continue;
+            if (o.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: field '{field}' is not an object");
+            string type = o.TryGetProperty("rope_type", out var rt) && rt.ValueKind == JsonValueKind.String ? rt.GetString()!
+                        : o.TryGetProperty("type", out var ty) && ty.ValueKind == JsonValueKind.String ? ty.GetString()! : "default";
             if (type != "default")
                 throw new InvalidDataException($"{path}: {field}.rope_type '{type}' is a scaled RoPE; NegDistill implements plain RoPE (LLaMA-1/2) only");
-            if (rp.TryGetProperty("rope_theta", out var t2) && t2.ValueKind == JsonValueKind.Number) theta = t2.GetSingle();
+            if (o.TryGetProperty("rope_theta", out var t2) && t2.ValueKind == JsonValueKind.Number) theta = t2.GetSingle();
         }
         return theta;
     }

@@ -83,7 +83,7 @@ public sealed class NatAdapter : IProjectionAdapter
         Options = opt;
         Prefix = prefix;
         Pos = new LoraAdapter(ops, prefix, _in, _out, posConfig, seed, id, trainable);
-        Neg = new LoraAdapter(ops, prefix, _in, _out, negConfig with { Dropout = 0f }, seed, id ^ 0x4E4547UL, trainable: false);
+        Neg = new LoraAdapter(ops, prefix, _in, _out, negConfig with { Dropout = 0f }, seed, id ^ NegativeStream, trainable: false);
         string u = prefix + ".integration.";
         Q = new Param(ops, u + "Q.weight", DType.F32, trainable, _d, _in);
         K = new Param(ops, u + "K.weight", DType.F32, trainable, _d, _out);
@@ -93,6 +93,10 @@ public sealed class NatAdapter : IProjectionAdapter
         ops.Upload(K.W, Init.KaimingUniform(K.Length, _out, CounterRng.Derive(seed, id, 0x4B4B)));
         ops.Upload(U1.W, Init.KaimingUniform(U1.Length, _out, CounterRng.Derive(seed, id, 0x5531)));
     }
+
+    /// <summary>LoRA_neg's initial draws come from its own stream ("NEG" in ASCII), apart from LoRA_pos's;
+    /// they are overwritten by the trained LoRA_neg in every use, but a fresh adapter stays reproducible.</summary>
+    const ulong NegativeStream = 0x4E4547;
 
     public string Prefix { get; }
     public NatOptions Options { get; }
@@ -118,14 +122,8 @@ public sealed class NatAdapter : IProjectionAdapter
     {
         if (n <= _capF) return;
         foreach (var t in new[] { _h, _q, _k, _u, _mix, _aNeg }) t?.Dispose();
-        var o = _ops;
-        string p = Prefix + ".nat.";
-        _h = o.Alloc(p + "h", DType.F32, 2 * n, _out);
-        _q = o.Alloc(p + "q", DType.F32, n, _d);
-        _k = o.Alloc(p + "k", DType.F32, 2 * n, _d);
-        _u = o.Alloc(p + "u", DType.F32, 2 * n, _d);
-        _mix = o.Alloc(p + "mix", DType.F32, n, _d);
-        _aNeg = o.Alloc(p + "a_neg", DType.F32, n);
+        var f = ActivationSizes.Alloc(_ops, Prefix + ".nat.", ActivationSizes.NatForward(n, _out, _d));
+        (_h, _q, _k, _u, _mix, _aNeg) = (f["h"], f["q"], f["k"], f["u"], f["mix"], f["a_neg"]);
         _capF = n;
         _lastRows = 0;
     }
@@ -134,13 +132,8 @@ public sealed class NatAdapter : IProjectionAdapter
     {
         if (n <= _capB) return;
         foreach (var t in new[] { _dmix, _dq, _dk, _du, _dh }) t?.Dispose();
-        var o = _ops;
-        string p = Prefix + ".nat.";
-        _dmix = o.Alloc(p + "dmix", DType.F32, n, _d);
-        _dq = o.Alloc(p + "dq", DType.F32, n, _d);
-        _dk = o.Alloc(p + "dk", DType.F32, 2 * n, _d);
-        _du = o.Alloc(p + "du", DType.F32, 2 * n, _d);
-        _dh = o.Alloc(p + "dh", DType.F32, 2 * n, _out);
+        var g = ActivationSizes.Alloc(_ops, Prefix + ".nat.", ActivationSizes.NatBackward(n, _out, _d));
+        (_dmix, _dq, _dk, _du, _dh) = (g["dmix"], g["dq"], g["dk"], g["du"], g["dh"]);
         _capB = n;
     }
 
@@ -295,8 +288,7 @@ public sealed class NatAdapter : IProjectionAdapter
                 var nat = new NatAdapter(model.Ops, LlamaModel.ModulePrefix(l, p), model.Layers[l].Get(p), negConfig, posConfig, seed, (ulong)(l * 8 + (int)p), options, trainable);
                 model.Ops.Copy(nat.Neg.A.W, neg.A.W);
                 model.Ops.Copy(nat.Neg.B.W, neg.B.W);
-                model.Adapters[(l, p)] = nat;
-                neg.Dispose();
+                model.SetAdapter(l, p, nat);                                          // disposes the plain LoRA it replaces
                 list.Add(nat);
             }
         return list;

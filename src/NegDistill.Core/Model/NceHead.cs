@@ -7,13 +7,15 @@ namespace NegDistill.Model;
 public static class TeacherHidden
 {
     /// <summary>Runs <paramref name="teacher"/>'s decoder over the batch with dropout off and returns a
-    /// copy of its hidden states (N,C), owned by the caller. The teacher must be a model object of its
-    /// own (a forward overwrites the model's activations), on the backend of the student.</summary>
+    /// copy of its hidden states (N,C), owned by the caller. The teacher may be the student's own model
+    /// with the teacher's adapters in force (<see cref="LlamaModel.WithAdapters"/>, as NCE runs it): the
+    /// copy is taken before the student's forward overwrites the activations. It must be on the
+    /// student's backend.</summary>
     public static Tensor Capture(LlamaModel teacher, ModelBatch batch)
     {
         teacher.ForwardHidden(batch, training: false);
         var ops = teacher.Ops;
-        var h = ops.Alloc("teacher.hidden", DType.F32, teacher.Rows, teacher.Config.Dim);
+        var h = ActivationSizes.Alloc(ops, "", ActivationSizes.TeacherHidden(teacher.Rows, teacher.Config.Dim));
         ops.Copy(h, teacher.Hidden);
         return h;
     }
@@ -124,12 +126,8 @@ public sealed class NceHead : ILossHead, IDisposable
         if (_nat != null && n == _n && chunk == _chunk && v == _v) return;
         Free();
         (_n, _chunk, _v) = (n, chunk, v);
-        _nat = ops.Alloc("nce.z_nat", DType.F32, chunk, v);
-        _neg = ops.Alloc("nce.z_neg", DType.F32, chunk, v);
-        _kl = ops.Alloc("nce.kl", DType.F32, n);
-        _w = ops.Alloc("nce.row_weight", DType.F32, n);
-        _ce = ops.Alloc("nce.loss_ce", DType.F32, n);
-        _kd = ops.Alloc("nce.loss_kd", DType.F32, n);
+        var t = ActivationSizes.Alloc(ops, "", ActivationSizes.NceHead(n, chunk, v));
+        (_nat, _neg, _kl, _w, _ce, _kd) = (t["nce.z_nat"], t["nce.z_neg"], t["nce.kl"], t["nce.row_weight"], t["nce.loss_ce"], t["nce.loss_kd"]);
     }
 
     void Free()

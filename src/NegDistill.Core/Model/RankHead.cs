@@ -92,5 +92,34 @@ public sealed class RankHead : IHiddenHead, IDisposable
         return pairs == 0 ? double.NaN : wins / pairs;
     }
 
+    /// <summary>The head's file inside the ranking model's adapter folder.</summary>
+    public const string FileName = "score_head.safetensors";
+
+    /// <summary>Writes w and b as "score.weight" (1, C) and "score.bias" (1), the names of
+    /// transformers' LlamaForSequenceClassification head.</summary>
+    public void Save(string path)
+    {
+        var w = new float[W.Length]; _ops.Download(W.W, w);
+        var b = new float[1]; _ops.Download(Bias.W, b);
+        Checkpoints.SafeTensors.Write(path, [
+            Checkpoints.StoredTensor.FromFloat32("score.weight", [1, W.Length], w),
+            Checkpoints.StoredTensor.FromFloat32("score.bias", [1], b)]);
+    }
+
+    /// <summary>Loads w and b written by <see cref="Save"/>.</summary>
+    public void Load(string path)
+    {
+        using var f = Checkpoints.SafeTensors.Open(path);
+        foreach (var (name, p) in new[] { ("score.weight", W), ("score.bias", Bias) })
+        {
+            if (!f.Contains(name))
+                throw new Checkpoints.CheckpointFormatException(Checkpoints.CheckpointErrorKind.MissingTensor, path, name, "the ranking head needs this tensor");
+            if (f.Info(name).ElementCount != p.Length)
+                throw new Checkpoints.CheckpointFormatException(Checkpoints.CheckpointErrorKind.ShapeMismatch, path, name,
+                    $"has {f.Info(name).ElementCount} elements; the model's hidden size needs {p.Length}");
+            _ops.Upload(p.W, f.ReadFloat32(name));
+        }
+    }
+
     public void Dispose() { W.Dispose(); Bias.Dispose(); _score.Dispose(); }
 }

@@ -153,8 +153,14 @@ public static class Integration
     public const int UnitDim = 128;
 
     /// <summary>Softmax weight of the negative branch from the two scores (already divided by T),
-    /// written as a logistic so that it never overflows.</summary>
-    public static T NegWeight<T>(T lPos, T lNeg) where T : IFloatingPointIeee754<T> => T.One / (T.One + T.Exp(lPos - lNeg));
+    /// written as a logistic so that it never overflows. <see cref="NegWeightF"/> is the float form the
+    /// kernel and the fp32 twin share; T = double runs the same formula in double.</summary>
+    public static T NegWeight<T>(T lPos, T lNeg) where T : IFloatingPointIeee754<T> =>
+        typeof(T) == typeof(float) ? T.CreateTruncating(NegWeightF(float.CreateTruncating(lPos), float.CreateTruncating(lNeg)))
+            : T.One / (T.One + T.Exp(lPos - lNeg));
+
+    /// <summary><see cref="NegWeight{T}"/> in float: the ILGPU kernel (NatKernels) and the fp32 CPU twin.</summary>
+    public static float NegWeightF(float lPos, float lNeg) => 1f / (1f + MathF.Exp(lPos - lNeg));
 
     /// <param name="mix">(N,D) out</param><param name="aNeg">(N) out</param>
     /// <param name="q">(N,D)</param><param name="kPos">(N,D)</param><param name="kNeg">(N,D)</param>

@@ -89,7 +89,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         if (src.Length > t.Length) throw new ArgumentException($"upload of {src.Length} values into {t}");
         if (t.DType == DType.F32) { var f = F(t).AsSpan(); for (int i = 0; i < src.Length; i++) f[i] = T.CreateTruncating(src[i]); return; }
         var h = C(t).H; bool bf = t.DType == DType.BF16;
-        for (int i = 0; i < src.Length; i++) h[i] = HalfBits.Narrow(src[i], bf);
+        for (int i = 0; i < src.Length; i++) h[i] = Checkpoints.HalfPrecision.Narrow(src[i], bf);
     }
     public void Upload(Tensor t, ReadOnlySpan<int> src) => src.CopyTo(I(t));
     public void UploadRaw16(Tensor t, ReadOnlySpan<ushort> src) => src.CopyTo(C(t).H);
@@ -98,7 +98,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         int n = (int)Math.Min(t.Length, dst.Length);
         if (t.DType == DType.F32) { var f = F(t).AsSpan(); for (int i = 0; i < n; i++) dst[i] = float.CreateTruncating(f[i]); return; }
         var h = C(t).H; bool bf = t.DType == DType.BF16;
-        for (int i = 0; i < n; i++) dst[i] = HalfBits.Widen(h[i], bf);
+        for (int i = 0; i < n; i++) dst[i] = Checkpoints.HalfPrecision.Widen(h[i], bf);
     }
     public void Download(Tensor t, Span<int> dst) => I(t).AsSpan(0, (int)Math.Min(dst.Length, t.Length)).CopyTo(dst);
     public void DownloadRaw16(Tensor t, Span<ushort> dst) => C(t).H.AsSpan(0, (int)Math.Min(dst.Length, t.Length)).CopyTo(dst);
@@ -108,7 +108,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         {
             case DType.F32: F(t).AsSpan().Fill(T.CreateTruncating(value)); break;
             case DType.I32: I(t).AsSpan().Fill((int)value); break;
-            default: C(t).H.AsSpan().Fill(HalfBits.Narrow(value, t.DType == DType.BF16)); break;
+            default: C(t).H.AsSpan().Fill(Checkpoints.HalfPrecision.Narrow(value, t.DType == DType.BF16)); break;
         }
     }
     public void FillNormal(Tensor t, float std, ulong seed)
@@ -121,7 +121,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         {
             long i0 = (long)c * chunk, i1 = Math.Min(n, i0 + chunk);
             if (t.DType == DType.F32) { var f = ct.F.AsSpan(); for (long i = i0; i < i1; i++) f[(int)i] = T.CreateTruncating(Model.Init.NormalAt(std, seed, i)); }
-            else if (t.DType is DType.F16 or DType.BF16) { var h = ct.H.AsSpan(); bool bf = t.DType == DType.BF16; for (long i = i0; i < i1; i++) h[(int)i] = HalfBits.Narrow(Model.Init.NormalAt(std, seed, i), bf); }
+            else if (t.DType is DType.F16 or DType.BF16) { var h = ct.H.AsSpan(); bool bf = t.DType == DType.BF16; for (long i = i0; i < i1; i++) h[(int)i] = Checkpoints.HalfPrecision.Narrow(Model.Init.NormalAt(std, seed, i), bf); }
             else throw new ArgumentException($"FillNormal of {t}: an I32 tensor holds no normal draws");
         });
     }
@@ -185,7 +185,7 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
             // oracle precision: widen the 16-bit weights exactly, then multiply in T
             var h = C(b).H; bool bf = b.DType == DType.BF16;
             var wide = new T[h.Count];
-            for (int i = 0; i < wide.Length; i++) wide[i] = T.CreateTruncating(HalfBits.Widen(h[i], bf));
+            for (int i = 0; i < wide.Length; i++) wide[i] = T.CreateTruncating(Checkpoints.HalfPrecision.Widen(h[i], bf));
             Gemm.Compute<T>(transA, transB, m, n, k, T.CreateTruncating(alpha), F(a), lda, wide, ldb, T.CreateTruncating(beta), F(c), n);
         }
     }

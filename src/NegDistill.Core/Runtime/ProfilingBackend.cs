@@ -21,10 +21,15 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
 
     public void Reset() => _stats.Clear();
 
-    long Start() => Stopwatch.GetTimestamp();
+    /// <summary>Off: every op passes through untimed (a model can live on the profiler and be timed for
+    /// one run only).</summary>
+    public bool Enabled { get; set; } = true;
+
+    long Start() => Enabled ? Stopwatch.GetTimestamp() : 0;
 
     void Stop(string op, long t0)
     {
+        if (!Enabled) return;
         _inner.Synchronize();
         long dt = Stopwatch.GetTimestamp() - t0;
         _stats[op] = _stats.TryGetValue(op, out var s) ? (s.Ticks + dt, s.Calls + 1) : (dt, 1);

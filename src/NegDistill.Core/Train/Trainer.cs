@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using NegDistill.Checkpoints;
+using NegDistill.Json;
 using NegDistill.Model;
 using NegDistill.Runtime;
 
@@ -10,7 +11,7 @@ namespace NegDistill.Train;
 /// <summary>Optimisation settings shared by every stage (method.md: AdamW, lr 3e-4, effective batch 128).</summary>
 public sealed record TrainConfig
 {
-    public int Steps { get; init; } = 100;
+    public int Steps { get; init; } = 1000;
     /// <summary>Sequences per forward/backward (the memory knob).</summary>
     public int MicroBatch { get; init; } = 4;
     /// <summary>Sequences per optimiser step; must be a multiple of MicroBatch (gradient accumulation).</summary>
@@ -67,8 +68,9 @@ public interface IBatchSource
 
 public sealed record StepMetrics(int Step, int TotalSteps, double Loss, double GradNorm, float Lr, double TokensPerSecond, double? EvalLoss, TimeSpan Elapsed);
 
-/// <summary>Thrown when a loss or gradient is NaN/Inf; names the step, micro-batch and parameter.</summary>
-public sealed class NonFiniteException(string message) : Exception(message);
+/// <summary>One line of metrics.jsonl.</summary>
+public sealed record MetricsRecord(int Step, double Loss, double GradNorm, float Lr, double TokensPerS, double? EvalLoss, double ElapsedS);
+
 
 /// <summary>
 /// The training loop every stage and baseline shares: gradient accumulation to the effective batch,
@@ -123,10 +125,12 @@ public sealed class Trainer
     /// Returns true when finished, false when cancelled (after checkpointing).</summary>
     public bool Run(IBatchSource train, IBatchSource? eval = null, CancellationToken cancel = default)
     {
+        AtomicFile.SweepStale(_dir);            // a checkpoint write the process was killed in
         if (File.Exists(StatePath)) Load();
+        KeepMetricsUpTo(Step);
         var ops = _model.Ops;
         var sw = Stopwatch.StartNew();
-        using var log = new StreamWriter(Path.Combine(_dir, MetricsFile), append: true);
+        using var log = new StreamWriter(MetricsPath, append: true);
         while (Step < _cfg.Steps)
         {
             if (cancel.IsCancellationRequested) { Save(); return false; }
@@ -140,7 +144,9 @@ public sealed class Trainer
                 var batch = train.Get(index);
                 _model.Pass.StepSeed = CounterRng.Derive(_cfg.Seed, (ulong)s, (ulong)j);
                 double l = _objective(batch, true, true);
-                if (!double.IsFinite(l)) throw new NonFiniteException($"step {s}, micro-batch {j} (data index {index}): loss is {l}");
+                if (!double.IsFinite(l))
+                    throw Stop($"step {s}, micro-batch {j} (data index {index}): the loss is {l}; first non-finite tensor: "
+                        + (_model.FirstNonFinite() ?? "none among the parameters and activations (the loss head's logits or terms overflowed)"));
                 loss += l / _cfg.Accumulation;
                 tokens += batch.Mask.Count(m => m != 0);
             }
@@ -150,7 +156,11 @@ public sealed class Trainer
                 if (_cfg.Accumulation > 1) ops.Scale(p.Grad!, 1f / _cfg.Accumulation, p.Length);
                 double ps = ops.SumSquares(p.Grad!, p.Length);
                 if (!double.IsFinite(ps) && ops.HasNonFinite(p.Grad!, p.Length))
-                    throw new NonFiniteException($"step {s}: gradient of {p.Name} (layer {LayerOf(p.Name)}) contains NaN or Inf");
+                {
+                    long first = (long)Step * _cfg.Accumulation;
+                    throw Stop($"step {s}, micro-batches 0–{_cfg.Accumulation - 1} (data indices {first}–{first + _cfg.Accumulation - 1}): "
+                        + $"the gradient of {p.Name} (layer {LayerOf(p.Name)}) contains NaN or Inf (the loss was finite)");
+                }
                 sq += ps;
             }
             double norm = Math.Sqrt(sq);
@@ -164,16 +174,54 @@ public sealed class Trainer
             if (eval != null && ((_cfg.EvalEvery > 0 && s % _cfg.EvalEvery == 0) || s == _cfg.Steps)) evalLoss = Evaluate(eval);
             var m = new StepMetrics(s, _cfg.Steps, loss, norm, lr, tokens / Math.Max(1e-9, (sw.Elapsed - t0).TotalSeconds), evalLoss, sw.Elapsed);
             History.Add(m);
-            log.WriteLine(JsonSerializer.Serialize(new
-            {
-                step = s, loss, grad_norm = norm, lr, tokens_per_s = m.TokensPerSecond, eval_loss = evalLoss, elapsed_s = sw.Elapsed.TotalSeconds,
-            }));
+            log.WriteLine(JsonSerializer.Serialize(new MetricsRecord(s, loss, norm, lr, m.TokensPerSecond, evalLoss, sw.Elapsed.TotalSeconds), CoreJsonLines.Default.MetricsRecord));
             log.Flush();
             StepDone?.Invoke(m);
             if (_cfg.CheckpointEvery > 0 && s % _cfg.CheckpointEvery == 0 && s < _cfg.Steps) Save();
         }
         Save();
         return true;
+    }
+
+    public string MetricsPath => Path.Combine(_dir, MetricsFile);
+
+    /// <summary>A run resumed from step <paramref name="step"/> logs the steps after it again: the lines it
+    /// logged past its checkpoint before it was stopped are removed first, so each step appears once.</summary>
+    void KeepMetricsUpTo(int step)
+    {
+        if (!File.Exists(MetricsPath)) return;
+        var lines = File.ReadAllLines(MetricsPath);
+        var keep = lines.Where(l => TryStep(l) is { } s && s <= step).ToArray();
+        if (keep.Length != lines.Length) AtomicFile.WriteAllText(MetricsPath, keep.Length == 0 ? "" : string.Join("\n", keep) + "\n");
+    }
+
+    static int? TryStep(string line)
+    {
+        try { return JsonSerializer.Deserialize(line, CoreJsonLines.Default.MetricsRecord)?.Step; }
+        catch (JsonException) { return null; }   // a line cut off by a kill
+    }
+
+    /// <summary>The metrics of a stage's folder, one record per step (the last one when a step repeats).</summary>
+    public static IReadOnlyList<MetricsRecord> ReadMetrics(string path)
+    {
+        var bySteps = new SortedDictionary<int, MetricsRecord>();
+        foreach (var line in File.ReadLines(path))
+        {
+            try { if (JsonSerializer.Deserialize(line, CoreJsonLines.Default.MetricsRecord) is { } r) bySteps[r.Step] = r; }
+            catch (JsonException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
+        }
+        return bySteps.Values.ToList();
+    }
+
+    /// <summary>The training state is still that of the last completed step (nothing was applied): it is
+    /// checkpointed as the last good step when every trainable parameter is finite.</summary>
+    NonFiniteException Stop(string what)
+    {
+        string kept;
+        if (Step == 0) kept = "nothing was trained yet, so no checkpoint was written";
+        else if (_params.Any(p => _model.Ops.HasNonFinite(p.W, p.Length))) kept = $"the checkpoint in {StatePath} is left as it was (the weights themselves are non-finite)";
+        else { Save(); kept = $"{StatePath} holds step {Step}, the last good one"; }
+        return new NonFiniteException($"{what}; {kept}");
     }
 
     /// <summary>Mean loss over every batch of the source, dropout off, no gradients.</summary>
@@ -192,6 +240,9 @@ public sealed class Trainer
         return j < 0 ? name[(i + 7)..] : name[(i + 7)..j];
     }
 
+    /// <summary>The checkpoint's three tensors of a trainable parameter: its weights, AdamW's m and v.</summary>
+    static (string Prefix, Tensor T)[] StateTensors(Param p) => [("param.", p.W), ("optim.m.", p.M!), ("optim.v.", p.V!)];
+
     /// <summary>Writes trainable weights, AdamW moments and the step as one safetensors file, atomically.</summary>
     public void Save()
     {
@@ -200,7 +251,7 @@ public sealed class Trainer
         foreach (var p in _params)
         {
             var shape = p.Shape.Select(d => (long)d).ToArray();
-            foreach (var (prefix, t) in new[] { ("param.", p.W), (TrainingState.MomentPrefixM, p.M!), (TrainingState.MomentPrefixV, p.V!) })
+            foreach (var (prefix, t) in StateTensors(p))
             {
                 var buf = new float[p.Length];
                 ops.Download(t, buf);
@@ -223,7 +274,7 @@ public sealed class Trainer
             throw new CheckpointFormatException(CheckpointErrorKind.InvalidTrainingState, StatePath, null, "metadata has no integer 'step'");
         var ops = _model.Ops;
         foreach (var p in _params)
-            foreach (var (prefix, t) in new[] { ("param.", p.W), (TrainingState.MomentPrefixM, p.M!), (TrainingState.MomentPrefixV, p.V!) })
+            foreach (var (prefix, t) in StateTensors(p))
             {
                 string name = prefix + p.Name;
                 if (!f.Contains(name))

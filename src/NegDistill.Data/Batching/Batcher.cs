@@ -95,7 +95,7 @@ public sealed class Batcher
     {
         ArgumentNullException.ThrowIfNull(question);
         ArgumentNullException.ThrowIfNull(rationale);
-        int[] full = _tokenizer.Encode(question + Pair.Separator + rationale, addBos: true, addEos: true);
+        int[] full = _tokenizer.Encode(PromptFormat.TrainingText(question, rationale), addBos: true, addEos: true);
         int[] q = _tokenizer.Encode(question, addBos: true, addEos: false);
         int boundary = 0;
         while (boundary < q.Length && boundary < full.Length && q[boundary] == full[boundary])

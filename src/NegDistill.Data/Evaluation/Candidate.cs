@@ -27,7 +27,7 @@ public sealed record Candidate(
     bool Correct,
     double LogProb,
     int Tokens,
-    double? RankScore)
+    double? RankScore = null)
 {
     /// <summary>
     /// A candidate from its generated text: the answer is extracted with the task's checker and judged

@@ -34,14 +34,8 @@ public sealed class EvaluationReport
         string? ascSkipped,
         int correctFlagMismatches)
     {
-        Task = task;
-        Columns = columns;
-        QuestionCounts = questionCounts;
-        Ns = ns;
-        Greedy = greedy;
-        Votes = votes;
-        AscSkipped = ascSkipped;
-        CorrectFlagMismatches = correctFlagMismatches;
+        (Task, Columns, QuestionCounts, Ns, Greedy, Votes) = (task, columns, questionCounts, ns, greedy, votes);
+        (AscSkipped, CorrectFlagMismatches) = (ascSkipped, correctFlagMismatches);
     }
 
     /// <summary>The task.</summary>

@@ -11,11 +11,8 @@ namespace NegDistill.Data;
 /// <param name="SourceId">"file:line#index" of the rationale in the teacher data.</param>
 public sealed record Pair(string Question, string Rationale, string Subject, string Level, bool Positive, string SourceId)
 {
-    /// <summary>The separator between question and rationale in the training text.</summary>
-    public const string Separator = "\n";
-
-    /// <summary>The training text: question + "\n" + rationale.</summary>
-    public string Text => Question + Separator + Rationale;
+    /// <summary>The training text (<see cref="PromptFormat.TrainingText"/>).</summary>
+    public string Text => PromptFormat.TrainingText(Question, Rationale);
 }
 
 /// <summary>Options of the D_pos / D_neg split.</summary>
@@ -183,8 +180,8 @@ public sealed class DatasetSplitter
                 refNone++;
             }
 
-            // Length of question + "\n" in code points, computed once per record.
-            int questionLen = MathChecker.CodePointCount(rec.Question) + 1;
+            // Length of question + separator in code points, computed once per record.
+            int questionLen = MathChecker.CodePointCount(rec.Question) + MathChecker.CodePointCount(PromptFormat.Separator);
             int keptPos = 0, keptNeg = 0, anyPos = 0;
             IReadOnlyList<string?> rationales = rec.GeneratedAnswers;
 

@@ -122,7 +122,7 @@ public static class ArithmeticWorld
         {
             var e = rng.NextDouble() < pCorrect ? TeacherError.None : (TeacherError)(1 + rng.NextInt(4));
             if (e == TeacherError.DroppedStep && p.Ops.Length == 1) e = TeacherError.SlippedArithmetic;
-            r[i] = ("Solution:\n" + Rationale(p, e, ref rng), e);
+            r[i] = (PromptFormat.Rationale(Rationale(p, e, ref rng)), e);
         }
         return r;
     }
@@ -146,7 +146,7 @@ public static class ArithmeticWorld
             var gen = Teacher(p, seed, pCorrect).Select(t => t.Text).ToArray();
             w.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
             {
-                ["question"] = "Problem:\n" + p.Question, ["answer"] = p.GoldSolution, ["generated_answer"] = gen,
+                ["question"] = PromptFormat.Question(p.Question), ["answer"] = p.GoldSolution, ["generated_answer"] = gen,
                 ["level"] = $"Level {p.Level}", ["type"] = "Arithmetic",
             }));
         }

@@ -149,11 +149,25 @@ public class CandidateJsonlTests
 
         string missing = dir.File("m.jsonl", "{\"question_id\":\"q\",\"subject\":\"s\",\"index\":0,\"text\":\"t\",\"answer\":null,\"correct\":false,\"tokens\":3}\n");
         var e2 = Assert.Throws<InvalidDataException>(() => CandidateJsonl.ReadAll(missing));
-        Assert.That(e2!.Message, Does.Contain("missing field \"log_prob\""));
+        Assert.That(e2!.Message, Does.Contain("missing required properties including: 'log_prob'"));
 
         string negative = dir.File("n.jsonl", good.Replace("\"index\":0", "\"index\":-1", StringComparison.Ordinal) + "\n");
         var e3 = Assert.Throws<InvalidDataException>(() => CandidateJsonl.ReadAll(negative));
         Assert.That(e3!.Message, Does.Contain("\"index\" must be a non-negative integer"));
+    }
+
+    [Test]
+    public void A_line_with_invalid_UTF8_is_an_error_naming_file_line_and_byte()
+    {
+        using var dir = new TempDir();
+        string path = Path.Combine(dir.Path, "c.jsonl");
+        byte[] good = CandidateJsonl.Serialize(Make(0));
+        byte[] bad = Encoding.UTF8.GetBytes("{\"question_id\":\"q\xff\",\"subject\":\"s\"}");
+        int at = Array.IndexOf(bad, (byte)0xC3);
+        bad[at] = 0xFF; bad[at + 1] = 0xFE;                              // not UTF-8
+        File.WriteAllBytes(path, [.. good, (byte)'\n', .. bad, (byte)'\n', .. good, (byte)'\n']);
+        var e = Assert.Throws<InvalidDataException>(() => CandidateJsonl.ReadAll(path));
+        Assert.That(e!.Message, Does.Contain("c.jsonl:2: invalid UTF-8 at byte " + (at + 1)));
     }
 
     [Test]

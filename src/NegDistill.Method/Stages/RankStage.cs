@@ -1,0 +1,82 @@
+using NegDistill.Data;
+using NegDistill.Method.Settings;
+using NegDistill.Method.Sources;
+using NegDistill.Model;
+using NegDistill.Train;
+
+namespace NegDistill.Method.Stages;
+
+/// <summary>
+/// Step 3's ranking model M_rank: the base with a fresh LoRA and a scalar head, binary cross-entropy on
+/// balanced batches of D_pos (1) and D_neg (0) (so the micro-batch is even). Reports its accuracy and
+/// AUC on held-out rationales it never trained on: by default every 20th pair of each set; the demo
+/// gives rationales of problems outside the training data.
+/// </summary>
+public sealed class RankStage(RankStage.HeldOut? heldOut) : Stage
+{
+    /// <summary>Rationales to report on, and how to call them in the report.</summary>
+    public sealed record HeldOut(IReadOnlyList<Pair> Positives, IReadOnlyList<Pair> Negatives, string Words);
+
+    public RankStage() : this(null) { }
+
+    public override string Name => "rank";
+    public override string Summary => "step 3: M_rank, LoRA + scalar head, BCE on balanced D_pos (1) / D_neg (0)";
+    public override int Order => 4;
+    public override DataNeeds Needs => DataNeeds.Positives | DataNeeds.Negatives;
+
+    public override void Check(TrainSettings train, SettingsCheck c) =>
+        c.Require(train.MicroBatch % 2 == 0, TrainSettings.Keys.MicroBatch, $"rank trains on balanced batches (half D_pos, half D_neg): the micro-batch must be even (got {train.MicroBatch})");
+
+    (IReadOnlyList<Pair> Pos, IReadOnlyList<Pair> Neg, HeldOut Held) Split(StageContext ctx)
+    {
+        if (heldOut != null) return (ctx.Positives, ctx.Negatives, heldOut);
+        static bool Held(int i) => i % 20 == 19;
+        var held = new HeldOut(ctx.Positives.Where((_, i) => Held(i)).ToList(), ctx.Negatives.Where((_, i) => Held(i)).ToList(), "rationales");
+        return (ctx.Positives.Where((_, i) => !Held(i)).ToList(), ctx.Negatives.Where((_, i) => !Held(i)).ToList(), held);
+    }
+
+    /// <summary>Trains unless complete, then reports held-out accuracy and AUC either way.</summary>
+    public override void Run(StageContext ctx)
+    {
+        Checkpoints.AtomicFile.SweepStale(ctx.AdapterDir(Name));
+        var (pos, neg, held) = Split(ctx);
+        using var m = ctx.LoadBase();
+        m.AddLora(ctx.Lora, seed: Seeds.Of(ctx.Seed, SeedStream.RankLora));
+        using var head = new RankHead(ctx.Ops, ctx.Config.Dim, seed: Seeds.Of(ctx.Seed, SeedStream.RankHead));
+        string headFile = Path.Combine(ctx.AdapterDir(Name), RankHead.FileName);
+        if (IsComplete(ctx) && File.Exists(headFile))
+        {
+            m.ClearAdapters();
+            ModelIO.LoadLora(m, ctx.AdapterDir(Name));
+            head.Load(headFile);
+            ctx.Report.Line($"{Name}: complete, skipped");
+        }
+        else
+        {
+            var src = new LabeledSource(ctx.Batcher, pos, neg, LabeledSource.Layout.Balanced, ctx.Loop.MicroBatch, ctx.Seed);
+            Fit(ctx, Name, new Trainer(m, head, ctx.Loop, ctx.Dir(Name)), src);
+            ModelIO.SaveLora(m, ctx.AdapterDir(Name), ctx.Lora, baseModel: ctx.Base.Dir);
+            head.Save(headFile);
+        }
+        var (acc, auc) = Evaluate(ctx, m, head, held.Positives, held.Negatives);
+        ctx.Log.Add($"ranking model: held-out accuracy {100 * acc:F1} %, AUC {auc:F3} on {held.Positives.Count + held.Negatives.Count} {held.Words}");
+    }
+
+    protected override void Train(StageContext ctx) => Run(ctx);
+
+    /// <summary>Accuracy (threshold 0.5) and AUC of the ranking model on labelled pairs.</summary>
+    public static (double Accuracy, double Auc) Evaluate(StageContext ctx, LlamaModel m, RankHead head, IReadOnlyList<Pair> pos, IReadOnlyList<Pair> neg)
+    {
+        var items = pos.Select(p => (p, 1f)).Concat(neg.Select(p => (p, 0f))).ToList();
+        var scores = new List<float>(); var labels = new List<float>();
+        for (int i = 0; i < items.Count; i += ctx.Loop.MicroBatch)
+        {
+            var chunk = items.Skip(i).Take(ctx.Loop.MicroBatch).ToList();
+            var b = ctx.Batcher.Collate(chunk.Select(c => ctx.Batcher.Encode(c.p)).ToList());
+            scores.AddRange(head.Score(m, new ModelBatch(b.B, b.T, b.Tokens, b.Targets, b.AttentionMask)));
+            labels.AddRange(chunk.Select(c => c.Item2));
+        }
+        double acc = scores.Zip(labels).Count(x => (x.First > 0.5f) == (x.Second > 0.5f)) / (double)Math.Max(1, scores.Count);
+        return (acc, RankHead.Auc(scores, labels));
+    }
+}
