@@ -85,6 +85,82 @@ public static class KvCacheKernels
     public static void GatherKernel(Index1D i, ArrayView<float> dst, ArrayView<float> src, ArrayView<int> rows, int c)
         => dst[i] = src[(long)rows[i / c] * c + i % c];
 
+
+    // ------------------------------------------------------------------------------------------
+    // Version 2: flash decoding over a 16-bit cache (BF16 or F16; half the bytes of version 1's F32
+    // cache, so twice the slots in the same memory). The keys of one (row, head) are split into chunks
+    // of 64 over separate groups of one warp; a warp's lanes lie along the head dimension (lane l holds
+    // dimensions [l·hd/W, (l+1)·hd/W)), so each key's K and V rows are read coalesced, and the score is a
+    // warp reduction to lane 0 in a fixed order, broadcast back. Each chunk leaves (max, Σexp, Σexp·v);
+    // a second pass combines the chunks of a (row, head) in chunk order. Online softmax inside a chunk.
+    // Napkin math: bandwidth-bound like version 1 (K and V up to the row's position, now 2 B per value):
+    // 64 rows × 32 heads at position 256 with chunks of 64: 8,192 warps in flight instead of 2,048 groups.
+    // ------------------------------------------------------------------------------------------
+
+    public const int DecodeChunk = 64;
+
+    public struct DecodeDims { public int Tmax, H, Hd, Chunks, Bf16; public float Scale; }
+
+    /// <summary>Grid: R·C threads. The 16-bit caches (S,Tmax,C) ← k, v (R,C) narrowed.</summary>
+    public static void Write16Kernel(Index1D i, ArrayView<ushort> kCache, ArrayView<ushort> vCache, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<int> rowSlot, ArrayView<int> rowPos, int tmax, int c, int bf16)
+    {
+        int r = i / c, ch = i % c;
+        long dst = ((long)rowSlot[r] * tmax + rowPos[r]) * c + ch;
+        kCache[dst] = Checkpoints.HalfPrecision.Narrow(k[i], bf16 != 0);
+        vCache[dst] = Checkpoints.HalfPrecision.Narrow(v[i], bf16 != 0);
+    }
+
+    /// <summary>Grid: (Chunks, R·H) groups of one warp. partial ((R·H)·Chunks, hd + 2): max, Σexp, then Σexp·v per
+    /// dimension, for keys [64c, 64c + 63] ∩ [0, rowPos].</summary>
+    public static void DecodePartialKernel(ArrayView<float> partial, ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache,
+        ArrayView<int> rowSlot, ArrayView<int> rowPos, DecodeDims d)
+    {
+        int lane = Warp.LaneIdx, w = Warp.WarpSize;
+        int chunk = Grid.IdxX, rh = Grid.IdxY, r = rh / d.H, h = rh % d.H;
+        int hd = d.Hd, C = d.H * hd, p = rowPos[r];
+        bool bf = d.Bf16 != 0;
+        int dims = (hd + w - 1) / w, d0 = lane * dims, mine = Math.Min(dims, hd - d0);
+        var qa = Acc32.AddScaled(default, 1f, q, r * C + h * hd + d0, mine);
+        long kv = (long)rowSlot[r] * d.Tmax * C + h * hd + d0;
+        float m = float.NegativeInfinity, l = 0f;
+        Acc32 o = default;
+        int s0 = chunk * DecodeChunk, s1 = Math.Min(p, s0 + DecodeChunk - 1);
+        for (int s = s0; s <= s1; s++)
+        {
+            float part = Acc32.Dot16(qa, kCache, kv + (long)s * C, mine, bf);
+            for (int off = w / 2; off > 0; off >>= 1) part += Warp.ShuffleDown(part, off);
+            float sc = Warp.Broadcast(part, 0) * d.Scale;
+            float mNew = Math.Max(m, sc);
+            float alpha = MathF.Exp(m - mNew), e = MathF.Exp(sc - mNew);
+            l = l * alpha + e;
+            o = Acc32.AddScaled16(Acc32.Scale(o, alpha), e, vCache, kv + (long)s * C, mine, bf);
+            m = mNew;
+        }
+        long po = ((long)rh * d.Chunks + chunk) * (hd + 2);
+        if (lane == 0) { partial[po] = m; partial[po + 1] = l; }
+        Acc32.Store(o, partial, po + 2 + d0, mine, 1f, accumulate: false);
+    }
+
+    /// <summary>Grid: R·H groups of one warp. out (R,C): the chunks of each (row, head) combined in chunk order.</summary>
+    public static void DecodeCombineKernel(ArrayView<float> outp, ArrayView<float> partial, ArrayView<int> rowPos, DecodeDims d)
+    {
+        int lane = Warp.LaneIdx, w = Warp.WarpSize, rh = Grid.IdxX, r = rh / d.H, h = rh % d.H, hd = d.Hd;
+        int used = rowPos[r] / DecodeChunk + 1;                 // chunks that hold keys of this row
+        long pb = (long)rh * d.Chunks * (hd + 2);
+        float mx = float.NegativeInfinity;
+        for (int c = 0; c < used; c++) mx = Math.Max(mx, partial[pb + c * (hd + 2)]);
+        float total = 0f;
+        for (int c = 0; c < used; c++) total += partial[pb + c * (hd + 2) + 1] * MathF.Exp(partial[pb + c * (hd + 2)] - mx);
+        float inv = 1f / total;
+        for (int i = lane; i < hd; i += w)
+        {
+            float acc = 0f;
+            for (int c = 0; c < used; c++) acc += partial[pb + c * (hd + 2) + 2 + i] * MathF.Exp(partial[pb + c * (hd + 2)] - mx);
+            outp[(long)r * d.H * hd + h * hd + i] = acc * inv;
+        }
+    }
+
     public sealed class Launcher(Accelerator acc, int group)
     {
         readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int> _write =
@@ -114,5 +190,38 @@ public static class KvCacheKernels
         }
 
         public void Gather(ArrayView<float> dst, ArrayView<float> src, ArrayView<int> rows, int r2, int c) => _gather(r2 * c, dst, src, rows, c);
+
+        // version 2
+        readonly Action<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int> _write16 =
+            acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int>(Write16Kernel);
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<int>, ArrayView<int>, DecodeDims> _partial =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<int>, ArrayView<int>, DecodeDims>(DecodePartialKernel);
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeDims> _combine =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeDims>(DecodeCombineKernel);
+        MemoryBuffer1D<float, Stride1D.Dense>? _partials;
+
+        public void Write16(ArrayView<ushort> kCache, ArrayView<ushort> vCache, ArrayView<float> k, ArrayView<float> v, ArrayView<int> rowSlot, ArrayView<int> rowPos,
+            int r, int tmax, int c, bool bf16)
+            => _write16(r * c, kCache, vCache, k, v, rowSlot, rowPos, tmax, c, bf16 ? 1 : 0);
+
+        /// <summary>Flash decoding over 16-bit caches; the chunk partials live in a scratch grown to the largest
+        /// R·H·⌈Tmax/64⌉·(hd + 2) seen.</summary>
+        public void Attention16(ArrayView<float> outp, ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache, ArrayView<int> rowSlot, ArrayView<int> rowPos,
+            int r, int tmax, int h, int hd, bool bf16)
+        {
+            int w = acc.WarpSize;
+            if (hd > 32 * w) throw new ArgumentException($"flash decoding: head dimension {hd} is above {32 * w} (32 per lane)");
+            int chunks = (tmax + DecodeChunk - 1) / DecodeChunk;
+            long need = (long)r * h * chunks * (hd + 2);
+            if (_partials == null || _partials.Length < need)
+            {
+                acc.Synchronize();
+                _partials?.Dispose();
+                _partials = acc.Allocate1D<float>(need);
+            }
+            var d = new DecodeDims { Tmax = tmax, H = h, Hd = hd, Chunks = chunks, Bf16 = bf16 ? 1 : 0, Scale = 1f / MathF.Sqrt(hd) };
+            _partial(new KernelConfig(new Index2D(chunks, r * h), new Index2D(w, 1)), _partials.View, q, kCache, vCache, rowSlot, rowPos, d);
+            _combine(new KernelConfig(r * h, w), outp, _partials.View, rowPos, d);
+        }
     }
 }
