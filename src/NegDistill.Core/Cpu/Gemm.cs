@@ -247,6 +247,8 @@ public static unsafe class Gemm
         static abstract TV Fma(TV a, TV b, TV c);
         static abstract TV Mul(TV a, TV b);
         static abstract T Sum(TV v);
+        /// <summary>dst[0..4) = the lane sums of a, b, c, d, in one fixed order (halves folded, then pairwise adds).</summary>
+        static abstract void Sum4(TV a, TV b, TV c, TV d, T* dst);
     }
 
     private readonly struct S512<T> : ISimd<T, Vector512<T>> where T : unmanaged
@@ -259,6 +261,9 @@ public static unsafe class Gemm
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<T> Splat(T x) => Vector512.Create(x);
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<T> Mul(Vector512<T> a, Vector512<T> b) => a * b;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Sum(Vector512<T> v) => Vector512.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Sum4(Vector512<T> a, Vector512<T> b, Vector512<T> c, Vector512<T> d, T* dst)
+            => S256<T>.Sum4(a.GetLower() + a.GetUpper(), b.GetLower() + b.GetUpper(), c.GetLower() + c.GetUpper(), d.GetLower() + d.GetUpper(), dst);
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<T> Fma(Vector512<T> a, Vector512<T> b, Vector512<T> c)
         {
@@ -278,6 +283,9 @@ public static unsafe class Gemm
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Splat(T x) => Vector256.Create(x);
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Mul(Vector256<T> a, Vector256<T> b) => a * b;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Sum(Vector256<T> v) => Vector256.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Sum4(Vector256<T> a, Vector256<T> b, Vector256<T> c, Vector256<T> d, T* dst)
+            => S128<T>.Sum4(a.GetLower() + a.GetUpper(), b.GetLower() + b.GetUpper(), c.GetLower() + c.GetUpper(), d.GetLower() + d.GetUpper(), dst);
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<T> Fma(Vector256<T> a, Vector256<T> b, Vector256<T> c)
         {
@@ -299,6 +307,32 @@ public static unsafe class Gemm
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<T> Splat(T x) => Vector128.Create(x);
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<T> Mul(Vector128<T> a, Vector128<T> b) => a * b;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Sum(Vector128<T> v) => Vector128.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Sum4(Vector128<T> a, Vector128<T> b, Vector128<T> c, Vector128<T> d, T* dst)
+        {
+            if (typeof(T) == typeof(float))
+            {
+                Vector128<float> fa = a.AsSingle(), fb = b.AsSingle(), fc = c.AsSingle(), fd = d.AsSingle();
+                float* f = (float*)dst;
+                if (Sse3.IsSupported)
+                {
+                    // hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3]; twice gives [(a0+a1)+(a2+a3), …, (d0+d1)+(d2+d3)]
+                    Sse3.HorizontalAdd(Sse3.HorizontalAdd(fa, fb), Sse3.HorizontalAdd(fc, fd)).Store(f);
+                    return;
+                }
+                f[0] = (fa[0] + fa[1]) + (fa[2] + fa[3]); f[1] = (fb[0] + fb[1]) + (fb[2] + fb[3]);
+                f[2] = (fc[0] + fc[1]) + (fc[2] + fc[3]); f[3] = (fd[0] + fd[1]) + (fd[2] + fd[3]);
+                return;
+            }
+            if (typeof(T) == typeof(double))
+            {
+                Vector128<double> da = a.AsDouble(), db = b.AsDouble(), dc = c.AsDouble(), dd = d.AsDouble();
+                double* g = (double*)dst;
+                g[0] = da[0] + da[1]; g[1] = db[0] + db[1]; g[2] = dc[0] + dc[1]; g[3] = dd[0] + dd[1];
+                return;
+            }
+            throw new NotSupportedException();
+        }
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector128<T> Fma(Vector128<T> a, Vector128<T> b, Vector128<T> c)
         {
@@ -1248,8 +1282,7 @@ public static unsafe class Gemm
             s00 = TS.Fma(va0, vb0, s00); s01 = TS.Fma(va0, vb1, s01); s02 = TS.Fma(va0, vb2, s02); s03 = TS.Fma(va0, vb3, s03);
             s10 = TS.Fma(va1, vb0, s10); s11 = TS.Fma(va1, vb1, s11); s12 = TS.Fma(va1, vb2, s12); s13 = TS.Fma(va1, vb3, s13);
         }
-        sums[0] = TS.Sum(s00); sums[1] = TS.Sum(s01); sums[2] = TS.Sum(s02); sums[3] = TS.Sum(s03);
-        sums[4] = TS.Sum(s10); sums[5] = TS.Sum(s11); sums[6] = TS.Sum(s12); sums[7] = TS.Sum(s13);
+        TS.Sum4(s00, s01, s02, s03, sums); TS.Sum4(s10, s11, s12, s13, sums + 4);
         for (; i < k; i++)
         {
             sums[0] = Mad(a0[i], b0[i], sums[0]); sums[1] = Mad(a0[i], b1[i], sums[1]); sums[2] = Mad(a0[i], b2[i], sums[2]); sums[3] = Mad(a0[i], b3[i], sums[3]);
@@ -1257,7 +1290,7 @@ public static unsafe class Gemm
         }
     }
 
-    /// <summary>16 dot products of length k: sums[r·4 + q] = Σ_k a_r[k]·b_q[k], vector FMA chains then a fixed-order reduction.</summary>
+    /// <summary>16 dot products of length k: sums[r·4 + q] = Σ_k a_r[k]·b_q[k], vector FMA chains then a fixed-order reduction (<see cref="ISimd{T, TV}.Sum4"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot4x4<T, TV, TS>(int k, T* a0, T* a1, T* a2, T* a3, T* b0, T* b1, T* b2, T* b3, T* sums /* [4][4] */)
         where T : unmanaged, IFloatingPointIeee754<T> where TV : unmanaged where TS : ISimd<T, TV>
@@ -1274,10 +1307,8 @@ public static unsafe class Gemm
             s20 = TS.Fma(va2, vb0, s20); s21 = TS.Fma(va2, vb1, s21); s22 = TS.Fma(va2, vb2, s22); s23 = TS.Fma(va2, vb3, s23);
             s30 = TS.Fma(va3, vb0, s30); s31 = TS.Fma(va3, vb1, s31); s32 = TS.Fma(va3, vb2, s32); s33 = TS.Fma(va3, vb3, s33);
         }
-        sums[0] = TS.Sum(s00); sums[1] = TS.Sum(s01); sums[2] = TS.Sum(s02); sums[3] = TS.Sum(s03);
-        sums[4] = TS.Sum(s10); sums[5] = TS.Sum(s11); sums[6] = TS.Sum(s12); sums[7] = TS.Sum(s13);
-        sums[8] = TS.Sum(s20); sums[9] = TS.Sum(s21); sums[10] = TS.Sum(s22); sums[11] = TS.Sum(s23);
-        sums[12] = TS.Sum(s30); sums[13] = TS.Sum(s31); sums[14] = TS.Sum(s32); sums[15] = TS.Sum(s33);
+        TS.Sum4(s00, s01, s02, s03, sums); TS.Sum4(s10, s11, s12, s13, sums + 4);
+        TS.Sum4(s20, s21, s22, s23, sums + 8); TS.Sum4(s30, s31, s32, s33, sums + 12);
         for (; i < k; i++)
         {
             sums[0] = Mad(a0[i], b0[i], sums[0]); sums[1] = Mad(a0[i], b1[i], sums[1]); sums[2] = Mad(a0[i], b2[i], sums[2]); sums[3] = Mad(a0[i], b3[i], sums[3]);
