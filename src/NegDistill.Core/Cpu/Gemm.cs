@@ -375,11 +375,16 @@ public static unsafe class Gemm
                 {
                     // B stored K×N: each k-row of the sliver is a contiguous run of B.
                     T* src = _b + (nint)p0 * _ldb + j;
-                    for (int k = 0; k < kc; k++, src += _ldb)
+                    if (w == nr)
+                        CopyRows((byte*)src, (nint)_ldb * sizeof(T), (byte*)dst, nr * sizeof(T), kc);
+                    else
                     {
-                        T* d = dst + (nint)k * nr;
-                        new ReadOnlySpan<T>(src, w).CopyTo(new Span<T>(d, w));
-                        if (w < nr) new Span<T>(d + w, nr - w).Clear();
+                        for (int k = 0; k < kc; k++, src += _ldb)
+                        {
+                            T* d = dst + (nint)k * nr;
+                            new ReadOnlySpan<T>(src, w).CopyTo(new Span<T>(d, w));
+                            new Span<T>(d + w, nr - w).Clear();
+                        }
                     }
                 }
                 else
@@ -388,6 +393,30 @@ public static unsafe class Gemm
                     PackTransposed(_b + (nint)j * _ldb + p0, _ldb, w, kc, dst, nr);
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// rows × rowBytes from src (row stride srcStride) to the contiguous dst, rowBytes a multiple of 32 (a sliver row:
+    /// 2 vectors), with vector moves instead of a copy call per 64–128-byte row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void CopyRows(byte* src, nint srcStride, byte* dst, int rowBytes, int rows)
+    {
+        if (rowBytes % 64 == 0 && Vector512.IsHardwareAccelerated)
+        {
+            for (int r = 0; r < rows; r++, src += srcStride, dst += rowBytes)
+                for (int o = 0; o < rowBytes; o += 64) Vector512.Store(Vector512.Load(src + o), dst + o);
+        }
+        else if (rowBytes % 32 == 0 && Vector256.IsHardwareAccelerated)
+        {
+            for (int r = 0; r < rows; r++, src += srcStride, dst += rowBytes)
+                for (int o = 0; o < rowBytes; o += 32) Vector256.Store(Vector256.Load(src + o), dst + o);
+        }
+        else
+        {
+            for (int r = 0; r < rows; r++, src += srcStride, dst += rowBytes)
+                new ReadOnlySpan<byte>(src, rowBytes).CopyTo(new Span<byte>(dst, rowBytes));
         }
     }
 
