@@ -111,6 +111,11 @@ public static unsafe class Gemm
     /// <summary>Below this many multiply-adds a call runs on the calling thread only.</summary>
     private const long ParallelThreshold = 1L << 21;
 
+    /// <summary>The same for the few-rows dot-product path (a decode step's x·Wᵀ): 16×288×288 ran 1.4× faster on two
+    /// threads than on one (benchmarks/RESULTS.md). Not lowered for the other paths, whose small products run inside
+    /// the attention's parallel loop over (batch, head) pairs.</summary>
+    private const long DotRowsParallelThreshold = 1L << 19;
+
     private static int Threads => MaxDegreeOfParallelism > 0 ? MaxDegreeOfParallelism : Environment.ProcessorCount;
 
     // ───────────────────────────── public API ─────────────────────────────
@@ -743,7 +748,7 @@ public static unsafe class Gemm
     /// <summary>Most rows (or columns) for DotRows: measured faster than packing a transposed B up to about 32 rows.</summary>
     private const int DotRowsMax = 32;
 
-    private static int ThreadsFor(int M, int N, int K) => (long)M * N * K >= ParallelThreshold ? Threads : 1;
+    private static int ThreadsFor(int M, int N, int K, long threshold = ParallelThreshold) => (long)M * N * K >= threshold ? Threads : 1;
 
     /// <summary>Path choice for T-typed operands. Depends on the shape and transposes only.</summary>
     private static void DispatchDirect<T, TV, TS>(bool transA, bool transB, int M, int N, int K, T alpha,
@@ -760,7 +765,8 @@ public static unsafe class Gemm
             }
             if (M <= DotRowsMax)
             {
-                DotRows<T, TV, TS, DirectRows<T>>.Run(M, N, K, alpha, a, lda, transA, new DirectRows<T>(b, ldb), beta, c, ldc, false, threads);
+                DotRows<T, TV, TS, DirectRows<T>>.Run(M, N, K, alpha, a, lda, transA, new DirectRows<T>(b, ldb), beta, c, ldc, false,
+                    ThreadsFor(M, N, K, DotRowsParallelThreshold));
                 return;
             }
         }
@@ -774,7 +780,8 @@ public static unsafe class Gemm
             }
             if (N <= DotRowsMax)
             {
-                DotRows<T, TV, TS, DirectRows<T>>.Run(N, M, K, alpha, b, ldb, !transB, new DirectRows<T>(a, lda), beta, c, ldc, true, threads);
+                DotRows<T, TV, TS, DirectRows<T>>.Run(N, M, K, alpha, b, ldb, !transB, new DirectRows<T>(a, lda), beta, c, ldc, true,
+                    ThreadsFor(M, N, K, DotRowsParallelThreshold));
                 return;
             }
         }
@@ -803,7 +810,8 @@ public static unsafe class Gemm
         // Otherwise the path matches DispatchDirect's or gives the same bits (StreamB ≡ packed path per element).
         int threads = ThreadsFor(M, N, K);
         if (fewRows && transB && M <= DotRowsMax)
-            DotRows<float, TV, TS, Wide16Rows>.Run(M, N, K, alpha, a, lda, transA, new Wide16Rows(b, ldb, K, bf16), beta, c, ldc, false, threads);
+            DotRows<float, TV, TS, Wide16Rows>.Run(M, N, K, alpha, a, lda, transA, new Wide16Rows(b, ldb, K, bf16), beta, c, ldc, false,
+                ThreadsFor(M, N, K, DotRowsParallelThreshold));
         else
             new Blocked<float, TV, TS, PackWide16>(transA, M, N, K, alpha, a, lda, new PackWide16(b, ldb, transB, bf16), beta, c, ldc, threads).Run();
     }
