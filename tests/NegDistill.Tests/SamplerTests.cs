@@ -55,12 +55,13 @@ public class SamplerTests
 
     /// <summary>Cached attention over a slot's whole history equals the training attention (causal,
     /// no padding) row by row. Tolerance 1e-6 absolute + 1e-5 relative: the same arithmetic except the
-    /// SIMD q·k dot products (4 terms here), outputs O(1).</summary>
+    /// SIMD q·k dot products (hd terms), outputs O(1). hd 4, 20 and 48 take the 128-bit vectors, a vector
+    /// body with a scalar tail, and whole 256/512-bit vectors.</summary>
     [Test]
-    public void Sampler_CachedAttention_EqualsCausalAttention()
+    public void Sampler_CachedAttention_EqualsCausalAttention([Values(4, 20, 48)] int hd)
     {
         var ops = new CpuBackend();
-        int T = 9, H = 3, hd = 4, C = H * hd, tmax = 12;
+        int T = 9, H = 3, C = H * hd, tmax = 12;
         var q = TestUtil.Rand(T * C, 1); var k = TestUtil.Rand(T * C, 2); var v = TestUtil.Rand(T * C, 3);
         using var tq = ops.Alloc("q", DType.F32, T, C); using var tk = ops.Alloc("k", DType.F32, T, C); using var tv = ops.Alloc("v", DType.F32, T, C);
         using var mask = ops.Alloc("mask", DType.F32, 1, T); using var att = ops.Alloc("att", DType.F32, 1, H, T, T); using var outp = ops.Alloc("out", DType.F32, T, C);

@@ -7,35 +7,78 @@
 //     for pc in K step KC                  into NR-wide column slivers [nc/NR][kc][NR]   (shared, L3)
 //       parallel over work items (ic row block × column chunk):
 //         pack op(A)[ic:ic+mc, pc:pc+kc] into MR-tall row slivers [mc/MR][kc][MR]    (per thread, L2)
-//         for jr in chunk step NR          one B sliver (kc×NR, 32 KiB) stays in L1 ...
+//         for jr in chunk step NR          one B sliver (kc×NR) stays in L1 ...
 //           for ir in mc step MR           ... while the A slivers stream from L2 through
 //             micro-kernel: an MR×NR tile of C in registers (MR·NR/W accumulators);
 //             per k: NR/W vector loads of B, MR broadcasts of A, MR·NR/W FMAs.
 // Packing makes every micro-kernel read contiguous memory and reduces the four transpose
 // combinations to one inner loop: the transposes only change the packing loops (plain
-// copies, or W×W in-register transposes with AVX-512).
-// With AVX-512 the tile is 12×32 floats / 12×16 doubles (24 zmm accumulators of 32
-// registers); with 256/128-bit vectors it is 6×2W (12 accumulators, fits 16 registers).
+// copies, or W×W in-register transposes: 16×16 floats with AVX-512, 8×8 with AVX).
+// Tiles: with AVX-512 12×32 floats / 12×16 doubles (24 zmm accumulators of 32 registers);
+// with 256/128-bit vectors 6×2W (12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16
+// registers; a 4×3W tile, 12 + 3 + 1 = 16, was measured no faster, see benchmarks/RESULTS.md).
+//
+// Blocking (GemmBlocking.Derive), from the running CPU's caches (CpuInfo.Caches: sysfs, else
+// CPUID, else defaults), read once at start-up, as in Low et al., "Analytical modeling is
+// enough for high-performance BLIS" (TOMS 2016):
+//   KC: one A sliver (MR×KC) and the B sliver (KC×NR) share all but one way of L1d:
+//       KC = L1d·(ways−1)/ways / ((MR+NR)·4 bytes), a multiple of 8 in [64, 512]
+//       (Zen 5, 48 KiB 12-way, AVX-512: 256; Zen 3, 32 KiB 8-way, AVX2: 320);
+//   MC: the packed A block (MC×KC) takes at most half of L2, and at most 144 rows (the
+//       fastest measured on Zen 5; more rows also mean fewer work items to share out);
+//   NC: the shared B panel (KC×NC) takes at most half of L3 (L2 if there is none), ≤ 4096.
+// The same KC serves float and double (NR halves for double, so the B sliver keeps its size).
 //
 // Skinny shapes skip packing the big operand, which would cost as much as the multiply:
 //   few rows, op(B) rows contiguous  → StreamB: the same micro-kernels read B in place;
-//   few rows, op(B) cols contiguous  → DotRows: 4×4 blocks of vector dot products;
+//   few rows, op(B) cols contiguous  → DotRows: 4×4 blocks of vector dot products (two 2×4
+//                                       passes with 16 registers, so nothing spills);
 //   few columns                      → the same two on Cᵀ = op(B)ᵀ·op(A)ᵀ, stored transposed.
 //
 // Determinism: the path depends on the shape and transposes only. Within a path each C
 // element is computed by one thread as a fixed sequence (packed/StreamB: per K block, an
 // FMA chain in k order, then c ← alpha·acc + beta'·c; DotRows: fixed vector lanes and a
 // fixed reduction), and lanes never mix across elements, so the bits do not depend on the
-// thread count, the work split or the scheduling.
+// thread count, the work split or the scheduling. They may differ between machines: KC
+// (hence the K split) follows the L1d cache, the dot-product lanes follow the vector width,
+// and without hardware FMA (e.g. DOTNET_EnableAVX2=0) every FMA is a multiply and an add.
+// MC, NC and the tile shape never change a bit.
 // ─────────────────────────────────────────────────────────────────────────────
 using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
 
 namespace NegDistill.Cpu;
+
+/// <summary>
+/// Blocking of the packed GEMM path on one machine, in elements (see the header of Gemm.cs):
+/// the micro-kernel tile (MR×NR floats), KC (the K block), MC (rows of a packed A block) and NC
+/// (columns of a packed B panel), and the caches they were derived from.
+/// </summary>
+public sealed record GemmBlocking(string Kernel, int Mr, int Nr, int Kc, int Mc, int Nc, CacheInfo Caches)
+{
+    /// <summary>The blocking for a vector width of <paramref name="vectorBytes"/> (64, 32 or 16) and these caches.</summary>
+    public static GemmBlocking Derive(CacheInfo caches, int vectorBytes)
+    {
+        int lanes = Math.Max(4, vectorBytes / 4);
+        int mr = lanes == 16 ? 12 : 6, nr = 2 * lanes;
+        string kernel = lanes switch { 16 => "AVX-512", 8 => "256-bit", _ => "128-bit" } + $" {mr}×{nr}";
+        int ways = Math.Max(2, caches.L1dWays);
+        long l1 = caches.L1d > 0 ? caches.L1d : 32 << 10;
+        int kc = (int)Math.Clamp(l1 * (ways - 1) / ways / ((mr + nr) * sizeof(float)) / 8 * 8, 64, 512);
+        long l2 = caches.L2 > 0 ? caches.L2 : 8 * l1;
+        int mc = (int)Math.Clamp(l2 / 2 / ((long)kc * sizeof(float)) / mr * mr, mr, 144 / mr * mr);
+        long llc = caches.L3 > 0 ? caches.L3 : l2;
+        int nc = (int)Math.Clamp(llc / 2 / ((long)kc * sizeof(float)) / nr * nr, 16 * nr, 4096 / nr * nr);
+        return new GemmBlocking(kernel, mr, nr, kc, mc, nc, caches);
+    }
+
+    public override string ToString() => $"{Kernel} float tile, KC {Kc}, MC {Mc}, NC {Nc} from {Caches}";
+}
 
 /// <summary>Deterministic, multi-threaded, SIMD matrix multiplication on the CPU.</summary>
 public static unsafe class Gemm
@@ -46,16 +89,32 @@ public static unsafe class Gemm
     /// </summary>
     public static int MaxDegreeOfParallelism { get; set; }
 
-    // Blocking, in elements (the same for float and double: NR halves for double, so the B sliver
-    // keeps its size). Float: KC·NR·4 = 32 KiB B sliver (L1 is 48 KiB on Zen 5), MC·KC·4 = 144 KiB
-    // A block (L2 is 1 MiB), KC·NC·4 = 4 MiB B panel (L3). Changing them changes the K split, so
-    // results (not their determinism) would change in the last bits.
-    private const int Kc = 256;
-    private const int Mc = 144;
-    private const int Nc = 4096;
+    /// <summary>
+    /// The packed path's blocking on this machine, derived once from <see cref="CpuInfo.Caches"/> and the active
+    /// vector width. KC sets the K split, so it (not the determinism) decides the last bits of a result.
+    /// </summary>
+    public static GemmBlocking Blocking { get; } = GemmBlocking.Derive(CpuInfo.Caches, CpuInfo.VectorBytes);
+
+    /// <summary>The vector width of the micro-kernels in use, "512-bit", "256-bit" or "128-bit", as <see cref="Compute{T}"/> dispatches.</summary>
+    public static string Path => Vector512.IsHardwareAccelerated ? "512-bit" : Vector256.IsHardwareAccelerated ? "256-bit" : "128-bit";
+
+    // In elements, the same for float and double (NR halves for double, so the B sliver keeps its size).
+    private static readonly int Kc = Blocking.Kc;
+    private static readonly int Mc = Blocking.Mc;
+    private static readonly int Nc = Blocking.Nc;
+
+    /// <summary>a·b + c: one rounding where FMA is an instruction, a multiply and an add where it would be a slow software routine.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T Mad<T>(T a, T b, T c) where T : IFloatingPointIeee754<T>
+        => Fma.IsSupported || AdvSimd.IsSupported ? T.FusedMultiplyAdd(a, b, c) : a * b + c;
 
     /// <summary>Below this many multiply-adds a call runs on the calling thread only.</summary>
     private const long ParallelThreshold = 1L << 21;
+
+    /// <summary>The same for the few-rows dot-product path (a decode step's x·Wᵀ): 16×288×288 ran 1.4× faster on two
+    /// threads than on one (benchmarks/RESULTS.md). Not lowered for the other paths, whose small products run inside
+    /// the attention's parallel loop over (batch, head) pairs.</summary>
+    private const long DotRowsParallelThreshold = 1L << 19;
 
     private static int Threads => MaxDegreeOfParallelism > 0 ? MaxDegreeOfParallelism : Environment.ProcessorCount;
 
@@ -193,6 +252,8 @@ public static unsafe class Gemm
         static abstract TV Fma(TV a, TV b, TV c);
         static abstract TV Mul(TV a, TV b);
         static abstract T Sum(TV v);
+        /// <summary>dst[0..4) = the lane sums of a, b, c, d, in one fixed order (halves folded, then pairwise adds).</summary>
+        static abstract void Sum4(TV a, TV b, TV c, TV d, T* dst);
     }
 
     private readonly struct S512<T> : ISimd<T, Vector512<T>> where T : unmanaged
@@ -205,6 +266,9 @@ public static unsafe class Gemm
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<T> Splat(T x) => Vector512.Create(x);
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<T> Mul(Vector512<T> a, Vector512<T> b) => a * b;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Sum(Vector512<T> v) => Vector512.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Sum4(Vector512<T> a, Vector512<T> b, Vector512<T> c, Vector512<T> d, T* dst)
+            => S256<T>.Sum4(a.GetLower() + a.GetUpper(), b.GetLower() + b.GetUpper(), c.GetLower() + c.GetUpper(), d.GetLower() + d.GetUpper(), dst);
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<T> Fma(Vector512<T> a, Vector512<T> b, Vector512<T> c)
         {
@@ -225,8 +289,13 @@ public static unsafe class Gemm
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Mul(Vector256<T> a, Vector256<T> b) => a * b;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Sum(Vector256<T> v) => Vector256.Sum(v);
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Sum4(Vector256<T> a, Vector256<T> b, Vector256<T> c, Vector256<T> d, T* dst)
+            => S128<T>.Sum4(a.GetLower() + a.GetUpper(), b.GetLower() + b.GetUpper(), c.GetLower() + c.GetUpper(), d.GetLower() + d.GetUpper(), dst);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<T> Fma(Vector256<T> a, Vector256<T> b, Vector256<T> c)
         {
+            // Without FMA hardware (DOTNET_EnableAVX2=0 on x86) the library's FusedMultiplyAdd is a software routine, ~100× slower.
+            if (!System.Runtime.Intrinsics.X86.Fma.IsSupported && !AdvSimd.IsSupported) return a * b + c;
             if (typeof(T) == typeof(float)) return Vector256.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), c.AsSingle()).As<float, T>();
             if (typeof(T) == typeof(double)) return Vector256.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), c.AsDouble()).As<double, T>();
             throw new NotSupportedException();
@@ -244,8 +313,36 @@ public static unsafe class Gemm
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<T> Mul(Vector128<T> a, Vector128<T> b) => a * b;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Sum(Vector128<T> v) => Vector128.Sum(v);
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Sum4(Vector128<T> a, Vector128<T> b, Vector128<T> c, Vector128<T> d, T* dst)
+        {
+            if (typeof(T) == typeof(float))
+            {
+                Vector128<float> fa = a.AsSingle(), fb = b.AsSingle(), fc = c.AsSingle(), fd = d.AsSingle();
+                float* f = (float*)dst;
+                if (Sse3.IsSupported)
+                {
+                    // hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3]; twice gives [(a0+a1)+(a2+a3), …, (d0+d1)+(d2+d3)]
+                    Sse3.HorizontalAdd(Sse3.HorizontalAdd(fa, fb), Sse3.HorizontalAdd(fc, fd)).Store(f);
+                    return;
+                }
+                f[0] = (fa[0] + fa[1]) + (fa[2] + fa[3]); f[1] = (fb[0] + fb[1]) + (fb[2] + fb[3]);
+                f[2] = (fc[0] + fc[1]) + (fc[2] + fc[3]); f[3] = (fd[0] + fd[1]) + (fd[2] + fd[3]);
+                return;
+            }
+            if (typeof(T) == typeof(double))
+            {
+                Vector128<double> da = a.AsDouble(), db = b.AsDouble(), dc = c.AsDouble(), dd = d.AsDouble();
+                double* g = (double*)dst;
+                g[0] = da[0] + da[1]; g[1] = db[0] + db[1]; g[2] = dc[0] + dc[1]; g[3] = dd[0] + dd[1];
+                return;
+            }
+            throw new NotSupportedException();
+        }
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector128<T> Fma(Vector128<T> a, Vector128<T> b, Vector128<T> c)
         {
+            // Without FMA hardware (DOTNET_EnableAVX2=0 on x86) the library's FusedMultiplyAdd is a software routine, ~100× slower.
+            if (!System.Runtime.Intrinsics.X86.Fma.IsSupported && !AdvSimd.IsSupported) return a * b + c;
             if (typeof(T) == typeof(float)) return Vector128.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), c.AsSingle()).As<float, T>();
             if (typeof(T) == typeof(double)) return Vector128.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), c.AsDouble()).As<double, T>();
             throw new NotSupportedException();
@@ -283,11 +380,16 @@ public static unsafe class Gemm
                 {
                     // B stored K×N: each k-row of the sliver is a contiguous run of B.
                     T* src = _b + (nint)p0 * _ldb + j;
-                    for (int k = 0; k < kc; k++, src += _ldb)
+                    if (w == nr)
+                        CopyRows((byte*)src, (nint)_ldb * sizeof(T), (byte*)dst, nr * sizeof(T), kc);
+                    else
                     {
-                        T* d = dst + (nint)k * nr;
-                        new ReadOnlySpan<T>(src, w).CopyTo(new Span<T>(d, w));
-                        if (w < nr) new Span<T>(d + w, nr - w).Clear();
+                        for (int k = 0; k < kc; k++, src += _ldb)
+                        {
+                            T* d = dst + (nint)k * nr;
+                            new ReadOnlySpan<T>(src, w).CopyTo(new Span<T>(d, w));
+                            new Span<T>(d + w, nr - w).Clear();
+                        }
                     }
                 }
                 else
@@ -296,6 +398,30 @@ public static unsafe class Gemm
                     PackTransposed(_b + (nint)j * _ldb + p0, _ldb, w, kc, dst, nr);
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// rows × rowBytes from src (row stride srcStride) to the contiguous dst, rowBytes a multiple of 32 (a sliver row:
+    /// 2 vectors), with vector moves instead of a copy call per 64–128-byte row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void CopyRows(byte* src, nint srcStride, byte* dst, int rowBytes, int rows)
+    {
+        if (rowBytes % 64 == 0 && Vector512.IsHardwareAccelerated)
+        {
+            for (int r = 0; r < rows; r++, src += srcStride, dst += rowBytes)
+                for (int o = 0; o < rowBytes; o += 64) Vector512.Store(Vector512.Load(src + o), dst + o);
+        }
+        else if (rowBytes % 32 == 0 && Vector256.IsHardwareAccelerated)
+        {
+            for (int r = 0; r < rows; r++, src += srcStride, dst += rowBytes)
+                for (int o = 0; o < rowBytes; o += 32) Vector256.Store(Vector256.Load(src + o), dst + o);
+        }
+        else
+        {
+            for (int r = 0; r < rows; r++, src += srcStride, dst += rowBytes)
+                new ReadOnlySpan<byte>(src, rowBytes).CopyTo(new Span<byte>(dst, rowBytes));
         }
     }
 
@@ -417,7 +543,7 @@ public static unsafe class Gemm
     /// <summary>
     /// dst[k·width + r] = src[r·ld + k] for r &lt; rows, and 0 for rows ≤ r &lt; width; k &lt; kc.
     /// Packs the rows of a row-major source down the columns of a sliver (op(A) rows, or Bᵀ rows).
-    /// With AVX-512 it works in W×W register transposes (W = 16 floats / 8 doubles).
+    /// With AVX-512 it works in W×W register transposes (W = 16 floats / 8 doubles), with AVX in 8×8 / 4×4 ones.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackTransposed<T>(T* src /* rows×kc, stride ld */, nint ld, int rows, int kc, T* dst /* kc×width */, int width)
@@ -436,6 +562,21 @@ public static unsafe class Gemm
                         Transpose16x16((float*)src + r0 * ld + k, ld, valid, lanes, (float*)dst + (nint)k * width + r0, width);
                     else
                         Transpose8x8((double*)src + r0 * ld + k, ld, valid, lanes, (double*)dst + (nint)k * width + r0, width);
+                }
+            }
+        }
+        else if (Avx.IsSupported && (typeof(T) == typeof(float) || typeof(T) == typeof(double)))
+        {
+            int w = Vector256<T>.Count;
+            for (; k + w <= kc; k += w)
+            {
+                for (int r0 = 0; r0 < width; r0 += w)
+                {
+                    int valid = Math.Clamp(rows - r0, 0, w), lanes = Math.Min(w, width - r0);
+                    if (typeof(T) == typeof(float))
+                        Transpose8x8Avx((float*)src + r0 * ld + k, ld, valid, lanes, (float*)dst + (nint)k * width + r0, width);
+                    else
+                        Transpose4x4Avx((double*)src + r0 * ld + k, ld, valid, lanes, (double*)dst + (nint)k * width + r0, width);
                 }
             }
         }
@@ -522,6 +663,61 @@ public static unsafe class Gemm
         }
     }
 
+    /// <summary>The AVX (256-bit) counterpart of <see cref="Transpose16x16"/> on an 8×8 float block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose8x8Avx(float* src, nint ld, int valid, int lanes, float* dst, nint ldd)
+    {
+        Vector256<float> r0 = LoadRow256(src, ld, 0, valid), r1 = LoadRow256(src, ld, 1, valid), r2 = LoadRow256(src, ld, 2, valid), r3 = LoadRow256(src, ld, 3, valid);
+        Vector256<float> r4 = LoadRow256(src, ld, 4, valid), r5 = LoadRow256(src, ld, 5, valid), r6 = LoadRow256(src, ld, 6, valid), r7 = LoadRow256(src, ld, 7, valid);
+        // 32-bit interleave of row pairs (within 128-bit lanes): t0 = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5].
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1), t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5), t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
+        // 64-bit pairs: u0 = rows 0–3 of column 0 | of column 4, u1 columns 1 | 5, u2 2 | 6, u3 3 | 7; u4–u7 rows 4–7.
+        Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE), u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
+        Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE), u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Vector256<float> mask = Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(lanes)).AsSingle();
+        StoreLanes(dst + 0 * ldd, Avx.Permute2x128(u0, u4, 0x20), lanes, mask);
+        StoreLanes(dst + 1 * ldd, Avx.Permute2x128(u1, u5, 0x20), lanes, mask);
+        StoreLanes(dst + 2 * ldd, Avx.Permute2x128(u2, u6, 0x20), lanes, mask);
+        StoreLanes(dst + 3 * ldd, Avx.Permute2x128(u3, u7, 0x20), lanes, mask);
+        StoreLanes(dst + 4 * ldd, Avx.Permute2x128(u0, u4, 0x31), lanes, mask);
+        StoreLanes(dst + 5 * ldd, Avx.Permute2x128(u1, u5, 0x31), lanes, mask);
+        StoreLanes(dst + 6 * ldd, Avx.Permute2x128(u2, u6, 0x31), lanes, mask);
+        StoreLanes(dst + 7 * ldd, Avx.Permute2x128(u3, u7, 0x31), lanes, mask);
+    }
+
+    /// <summary>The double counterpart of <see cref="Transpose8x8Avx"/> on a 4×4 block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose4x4Avx(double* src, nint ld, int valid, int lanes, double* dst, nint ldd)
+    {
+        Vector256<double> r0 = LoadRow256(src, ld, 0, valid), r1 = LoadRow256(src, ld, 1, valid), r2 = LoadRow256(src, ld, 2, valid), r3 = LoadRow256(src, ld, 3, valid);
+        // t0 = r0[0] r1[0] | r0[2] r1[2], t1 = r0[1] r1[1] | r0[3] r1[3]; t2, t3 the same for rows 2, 3.
+        Vector256<double> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1), t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<double> mask = Vector256.LessThan(Vector256<long>.Indices, Vector256.Create((long)lanes)).AsDouble();
+        StoreLanes(dst + 0 * ldd, Avx.Permute2x128(t0, t2, 0x20), lanes, mask);
+        StoreLanes(dst + 1 * ldd, Avx.Permute2x128(t1, t3, 0x20), lanes, mask);
+        StoreLanes(dst + 2 * ldd, Avx.Permute2x128(t0, t2, 0x31), lanes, mask);
+        StoreLanes(dst + 3 * ldd, Avx.Permute2x128(t1, t3, 0x31), lanes, mask);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<T> LoadRow256<T>(T* src, nint ld, int i, int valid) where T : unmanaged
+        => i < valid ? Vector256.Load(src + i * ld) : Vector256<T>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLanes(float* p, Vector256<float> v, int lanes, Vector256<float> mask)
+    {
+        if (lanes == Vector256<float>.Count) v.Store(p);
+        else Avx.MaskStore(p, mask, v);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLanes(double* p, Vector256<double> v, int lanes, Vector256<double> mask)
+    {
+        if (lanes == Vector256<double>.Count) v.Store(p);
+        else Avx.MaskStore(p, mask, v);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<T> LoadRow<T>(T* src, nint ld, int i, int valid) where T : unmanaged
         => i < valid ? Vector512.Load(src + i * ld) : Vector512<T>.Zero;
@@ -552,7 +748,7 @@ public static unsafe class Gemm
     /// <summary>Most rows (or columns) for DotRows: measured faster than packing a transposed B up to about 32 rows.</summary>
     private const int DotRowsMax = 32;
 
-    private static int ThreadsFor(int M, int N, int K) => (long)M * N * K >= ParallelThreshold ? Threads : 1;
+    private static int ThreadsFor(int M, int N, int K, long threshold = ParallelThreshold) => (long)M * N * K >= threshold ? Threads : 1;
 
     /// <summary>Path choice for T-typed operands. Depends on the shape and transposes only.</summary>
     private static void DispatchDirect<T, TV, TS>(bool transA, bool transB, int M, int N, int K, T alpha,
@@ -569,7 +765,8 @@ public static unsafe class Gemm
             }
             if (M <= DotRowsMax)
             {
-                DotRows<T, TV, TS, DirectRows<T>>.Run(M, N, K, alpha, a, lda, transA, new DirectRows<T>(b, ldb), beta, c, ldc, false, threads);
+                DotRows<T, TV, TS, DirectRows<T>>.Run(M, N, K, alpha, a, lda, transA, new DirectRows<T>(b, ldb), beta, c, ldc, false,
+                    ThreadsFor(M, N, K, DotRowsParallelThreshold));
                 return;
             }
         }
@@ -583,7 +780,8 @@ public static unsafe class Gemm
             }
             if (N <= DotRowsMax)
             {
-                DotRows<T, TV, TS, DirectRows<T>>.Run(N, M, K, alpha, b, ldb, !transB, new DirectRows<T>(a, lda), beta, c, ldc, true, threads);
+                DotRows<T, TV, TS, DirectRows<T>>.Run(N, M, K, alpha, b, ldb, !transB, new DirectRows<T>(a, lda), beta, c, ldc, true,
+                    ThreadsFor(M, N, K, DotRowsParallelThreshold));
                 return;
             }
         }
@@ -612,7 +810,8 @@ public static unsafe class Gemm
         // Otherwise the path matches DispatchDirect's or gives the same bits (StreamB ≡ packed path per element).
         int threads = ThreadsFor(M, N, K);
         if (fewRows && transB && M <= DotRowsMax)
-            DotRows<float, TV, TS, Wide16Rows>.Run(M, N, K, alpha, a, lda, transA, new Wide16Rows(b, ldb, K, bf16), beta, c, ldc, false, threads);
+            DotRows<float, TV, TS, Wide16Rows>.Run(M, N, K, alpha, a, lda, transA, new Wide16Rows(b, ldb, K, bf16), beta, c, ldc, false,
+                ThreadsFor(M, N, K, DotRowsParallelThreshold));
         else
             new Blocked<float, TV, TS, PackWide16>(transA, M, N, K, alpha, a, lda, new PackWide16(b, ldb, transB, bf16), beta, c, ldc, threads).Run();
     }
@@ -635,7 +834,7 @@ public static unsafe class Gemm
         private T _betaPanel;
         private T* _bp;
         // Work items of the current panel: rowBlocks × colBlocks.
-        private int _rowsPerItem, _rowItems, _colsPerItem, _colItems;
+        private int _tiles, _rowItems, _colsPerItem, _colItems;
 
         public Blocked(bool transA, int m, int n, int k, T alpha, T* a, int lda, TPB packB, T beta, T* c, int ldc, int threads)
         {
@@ -660,9 +859,9 @@ public static unsafe class Gemm
                 fixed (T* bRaw = bArr)
                 {
                     _bp = Align64(bRaw);
-                    _rowItems = CeilDiv(_m, Mc);
-                    _rowsPerItem = RoundUp(CeilDiv(_m, _rowItems), Mr);
-                    _rowItems = CeilDiv(_m, _rowsPerItem);
+                    // Row items of whole tiles, as even as tiles allow (item r: tiles [r·T/R, (r+1)·T/R)).
+                    _tiles = CeilDiv(_m, Mr);
+                    _rowItems = Math.Min(_tiles, CeilDiv(_m, Mc));
                     for (_jc = 0; _jc < _n; _jc += Nc)
                     {
                         _nc = Math.Min(Nc, _n - _jc);
@@ -711,8 +910,9 @@ public static unsafe class Gemm
         private void Item(int index)
         {
             int mr = Mr, nr = Nr, kc = _kc;
-            int i0 = index / _colItems * _rowsPerItem;
-            int mc = Math.Min(_rowsPerItem, _m - i0);
+            int r = index / _colItems;
+            int i0 = (int)((long)r * _tiles / _rowItems) * mr;
+            int mc = Math.Min((int)((long)(r + 1) * _tiles / _rowItems) * mr, _m) - i0;
             int j0 = index % _colItems * _colsPerItem;
             int j1 = Math.Min(j0 + _colsPerItem, _nc);
             T* tile = stackalloc T[mr * nr];
@@ -978,14 +1178,21 @@ public static unsafe class Gemm
                         T* a1 = _a + (nint)(ib + Math.Min(1, inn - 1)) * _lda;
                         T* a2 = _a + (nint)(ib + Math.Min(2, inn - 1)) * _lda;
                         T* a3 = _a + (nint)(ib + Math.Min(3, inn - 1)) * _lda;
-                        Dot4x4<T, TV, TS>(_k, a0, a1, a2, a3, b[0], b[1], b[2], b[3], sums);
+                        if (TS.Count * sizeof(T) == 64)
+                            Dot4x4<T, TV, TS>(_k, a0, a1, a2, a3, b[0], b[1], b[2], b[3], sums);
+                        else
+                        {
+                            // 16 registers: 16 accumulators and 8 operands would spill, so two 2×4 passes (same bits per element).
+                            Dot2x4<T, TV, TS>(_k, a0, a1, b[0], b[1], b[2], b[3], sums);
+                            Dot2x4<T, TV, TS>(_k, a2, a3, b[0], b[1], b[2], b[3], sums + 8);
+                        }
                         for (int r = 0; r < inn; r++)
                         {
                             for (int q = 0; q < jn; q++)
                             {
                                 T* cp = _transOut ? _c + (nint)(jb + q) * _ldc + ib + r : _c + (nint)(ib + r) * _ldc + jb + q;
                                 T s = sums[r * 4 + q];
-                                *cp = _beta == T.Zero ? _alpha * s : T.FusedMultiplyAdd(_alpha, s, _beta * *cp);
+                                *cp = _beta == T.Zero ? _alpha * s : Mad(_alpha, s, _beta * *cp);
                             }
                         }
                     }
@@ -1097,7 +1304,30 @@ public static unsafe class Gemm
         }
     }
 
-    /// <summary>16 dot products of length k: sums[r·4 + q] = Σ_k a_r[k]·b_q[k], vector FMA chains then a fixed-order reduction.</summary>
+    /// <summary>8 dot products of length k: sums[r·4 + q] = Σ_k a_r[k]·b_q[k], r &lt; 2; per element exactly the arithmetic of <see cref="Dot4x4{T, TV, TS}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot2x4<T, TV, TS>(int k, T* a0, T* a1, T* b0, T* b1, T* b2, T* b3, T* sums /* [2][4] */)
+        where T : unmanaged, IFloatingPointIeee754<T> where TV : unmanaged where TS : ISimd<T, TV>
+    {
+        int w = TS.Count;
+        TV s00 = TS.Zero, s01 = TS.Zero, s02 = TS.Zero, s03 = TS.Zero, s10 = TS.Zero, s11 = TS.Zero, s12 = TS.Zero, s13 = TS.Zero;
+        int i = 0;
+        for (; i <= k - w; i += w)
+        {
+            TV va0 = TS.Load(a0 + i), va1 = TS.Load(a1 + i);
+            TV vb0 = TS.Load(b0 + i), vb1 = TS.Load(b1 + i), vb2 = TS.Load(b2 + i), vb3 = TS.Load(b3 + i);
+            s00 = TS.Fma(va0, vb0, s00); s01 = TS.Fma(va0, vb1, s01); s02 = TS.Fma(va0, vb2, s02); s03 = TS.Fma(va0, vb3, s03);
+            s10 = TS.Fma(va1, vb0, s10); s11 = TS.Fma(va1, vb1, s11); s12 = TS.Fma(va1, vb2, s12); s13 = TS.Fma(va1, vb3, s13);
+        }
+        TS.Sum4(s00, s01, s02, s03, sums); TS.Sum4(s10, s11, s12, s13, sums + 4);
+        for (; i < k; i++)
+        {
+            sums[0] = Mad(a0[i], b0[i], sums[0]); sums[1] = Mad(a0[i], b1[i], sums[1]); sums[2] = Mad(a0[i], b2[i], sums[2]); sums[3] = Mad(a0[i], b3[i], sums[3]);
+            sums[4] = Mad(a1[i], b0[i], sums[4]); sums[5] = Mad(a1[i], b1[i], sums[5]); sums[6] = Mad(a1[i], b2[i], sums[6]); sums[7] = Mad(a1[i], b3[i], sums[7]);
+        }
+    }
+
+    /// <summary>16 dot products of length k: sums[r·4 + q] = Σ_k a_r[k]·b_q[k], vector FMA chains then a fixed-order reduction (<see cref="ISimd{T, TV}.Sum4"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot4x4<T, TV, TS>(int k, T* a0, T* a1, T* a2, T* a3, T* b0, T* b1, T* b2, T* b3, T* sums /* [4][4] */)
         where T : unmanaged, IFloatingPointIeee754<T> where TV : unmanaged where TS : ISimd<T, TV>
@@ -1114,16 +1344,14 @@ public static unsafe class Gemm
             s20 = TS.Fma(va2, vb0, s20); s21 = TS.Fma(va2, vb1, s21); s22 = TS.Fma(va2, vb2, s22); s23 = TS.Fma(va2, vb3, s23);
             s30 = TS.Fma(va3, vb0, s30); s31 = TS.Fma(va3, vb1, s31); s32 = TS.Fma(va3, vb2, s32); s33 = TS.Fma(va3, vb3, s33);
         }
-        sums[0] = TS.Sum(s00); sums[1] = TS.Sum(s01); sums[2] = TS.Sum(s02); sums[3] = TS.Sum(s03);
-        sums[4] = TS.Sum(s10); sums[5] = TS.Sum(s11); sums[6] = TS.Sum(s12); sums[7] = TS.Sum(s13);
-        sums[8] = TS.Sum(s20); sums[9] = TS.Sum(s21); sums[10] = TS.Sum(s22); sums[11] = TS.Sum(s23);
-        sums[12] = TS.Sum(s30); sums[13] = TS.Sum(s31); sums[14] = TS.Sum(s32); sums[15] = TS.Sum(s33);
+        TS.Sum4(s00, s01, s02, s03, sums); TS.Sum4(s10, s11, s12, s13, sums + 4);
+        TS.Sum4(s20, s21, s22, s23, sums + 8); TS.Sum4(s30, s31, s32, s33, sums + 12);
         for (; i < k; i++)
         {
-            sums[0] = T.FusedMultiplyAdd(a0[i], b0[i], sums[0]); sums[1] = T.FusedMultiplyAdd(a0[i], b1[i], sums[1]); sums[2] = T.FusedMultiplyAdd(a0[i], b2[i], sums[2]); sums[3] = T.FusedMultiplyAdd(a0[i], b3[i], sums[3]);
-            sums[4] = T.FusedMultiplyAdd(a1[i], b0[i], sums[4]); sums[5] = T.FusedMultiplyAdd(a1[i], b1[i], sums[5]); sums[6] = T.FusedMultiplyAdd(a1[i], b2[i], sums[6]); sums[7] = T.FusedMultiplyAdd(a1[i], b3[i], sums[7]);
-            sums[8] = T.FusedMultiplyAdd(a2[i], b0[i], sums[8]); sums[9] = T.FusedMultiplyAdd(a2[i], b1[i], sums[9]); sums[10] = T.FusedMultiplyAdd(a2[i], b2[i], sums[10]); sums[11] = T.FusedMultiplyAdd(a2[i], b3[i], sums[11]);
-            sums[12] = T.FusedMultiplyAdd(a3[i], b0[i], sums[12]); sums[13] = T.FusedMultiplyAdd(a3[i], b1[i], sums[13]); sums[14] = T.FusedMultiplyAdd(a3[i], b2[i], sums[14]); sums[15] = T.FusedMultiplyAdd(a3[i], b3[i], sums[15]);
+            sums[0] = Mad(a0[i], b0[i], sums[0]); sums[1] = Mad(a0[i], b1[i], sums[1]); sums[2] = Mad(a0[i], b2[i], sums[2]); sums[3] = Mad(a0[i], b3[i], sums[3]);
+            sums[4] = Mad(a1[i], b0[i], sums[4]); sums[5] = Mad(a1[i], b1[i], sums[5]); sums[6] = Mad(a1[i], b2[i], sums[6]); sums[7] = Mad(a1[i], b3[i], sums[7]);
+            sums[8] = Mad(a2[i], b0[i], sums[8]); sums[9] = Mad(a2[i], b1[i], sums[9]); sums[10] = Mad(a2[i], b2[i], sums[10]); sums[11] = Mad(a2[i], b3[i], sums[11]);
+            sums[12] = Mad(a3[i], b0[i], sums[12]); sums[13] = Mad(a3[i], b1[i], sums[13]); sums[14] = Mad(a3[i], b2[i], sums[14]); sums[15] = Mad(a3[i], b3[i], sums[15]);
         }
     }
 }

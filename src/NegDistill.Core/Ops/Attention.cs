@@ -96,8 +96,8 @@ public static class Attention
             Gemm.Compute(false, true, m, i1, hd, scale, Q.Slice(i0 * C), C, K, C, T.Zero, P.Slice(i0 * Tn), Tn);
             for (int t = i0; t < i1; t++)
             {
-                if (typeof(T) == typeof(float) && Avx512F.IsSupported)
-                    SoftmaxRow512(MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(bias), t);
+                if (typeof(T) == typeof(float))
+                    SoftmaxRowFloat(MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(bias), t);
                 else
                     SoftmaxRow(P.Slice(t * Tn, Tn), bias, t);
             }
@@ -138,91 +138,86 @@ public static class Attention
         row.Slice(t + 1).Clear();
     }
 
-    // The float rows with AVX-512, written out so that they run at full speed from the first call (the
-    // library's generic span primitives start in the JIT's unoptimised tier and stay there for the first
-    // few hundred calls). Same math as the generic forms; exp is the polynomial below (≤ 2 ulp).
+    // The float rows, written out against IVecF (512, 256 or 128 bits, whichever the JIT accelerates) so that
+    // they run at full speed from the first call (the library's generic span primitives start in the JIT's
+    // unoptimised tier and stay there for the first few hundred calls). Same math as the generic forms; exp is
+    // VecMath.ExpNeg (≤ 2 ulp). The AVX-512 bits are those of the AVX-512-only version these replaced.
 
-    /// <summary><see cref="SoftmaxRow{T}"/> for float with AVX-512.</summary>
+    /// <summary><see cref="SoftmaxRow{T}"/> for float at the widest accelerated width.</summary>
+    static void SoftmaxRowFloat(Span<float> row, ReadOnlySpan<float> bias, int t)
+    {
+        if (Vector512.IsHardwareAccelerated) SoftmaxRowF<Vector512<float>, V512>(row, bias, t);
+        else if (Vector256.IsHardwareAccelerated) SoftmaxRowF<Vector256<float>, V256>(row, bias, t);
+        else SoftmaxRowF<Vector128<float>, V128>(row, bias, t);
+    }
+
+    /// <summary><see cref="SoftmaxGradRow{T}"/> for float at the widest accelerated width.</summary>
+    static void SoftmaxGradRowFloat(Span<float> row, ReadOnlySpan<float> prow, int t)
+    {
+        if (Vector512.IsHardwareAccelerated) SoftmaxGradRowF<Vector512<float>, V512>(row, prow, t);
+        else if (Vector256.IsHardwareAccelerated) SoftmaxGradRowF<Vector256<float>, V256>(row, prow, t);
+        else SoftmaxGradRowF<Vector128<float>, V128>(row, prow, t);
+    }
+
+    /// <summary><see cref="SoftmaxRow{T}"/> for float, W = TS.Count lanes.</summary>
     /// <param name="row">(T)</param><param name="bias">(T)</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void SoftmaxRow512(Span<float> row, ReadOnlySpan<float> bias, int t)
+    static unsafe void SoftmaxRowF<TV, TS>(Span<float> row, ReadOnlySpan<float> bias, int t) where TV : unmanaged where TS : IVecF<TV>
     {
-        int n = t + 1, full = n & ~15, rem = n - full;
+        int w = TS.Count, n = t + 1, full = n / w * w, rem = n - full;
         float* tail = stackalloc float[16];
         fixed (float* r = row) fixed (float* bs = bias)
         {
             // masked keys to −∞, and the running max
-            var vmax = Vector512.Create(float.NegativeInfinity);
-            for (int i = 0; i < full; i += 16)
+            var vmax = TS.Splat(float.NegativeInfinity);
+            for (int i = 0; i < full; i += w)
             {
-                var x = Vector512.Load(r + i) + Vector512.Load(bs + i);
-                x.Store(r + i);
-                vmax = Avx512F.Max(vmax, x);
+                var x = TS.Add(TS.Load(r + i), TS.Load(bs + i));
+                TS.Store(r + i, x);
+                vmax = TS.Max(vmax, x);
             }
-            // the last n % 16 entries go through a 16-wide buffer padded with −∞ (exp → 0)
-            for (int j = 0; j < 16; j++) tail[j] = j < rem ? r[full + j] + bs[full + j] : float.NegativeInfinity;
-            var xt = Vector512.Load(tail);
-            vmax = Avx512F.Max(vmax, xt);
-            float max = vmax.ToScalar();
-            for (int j = 1; j < 16; j++) max = MathF.Max(max, vmax.GetElement(j));
+            // the last n % W entries go through a W-wide buffer padded with −∞ (exp → 0)
+            for (int j = 0; j < w; j++) tail[j] = j < rem ? r[full + j] + bs[full + j] : float.NegativeInfinity;
+            var xt = TS.Load(tail);
+            vmax = TS.Max(vmax, xt);
+            float max = TS.MaxAcross(vmax);
             if (max == float.NegativeInfinity) { row.Clear(); return; }
-            var vm = Vector512.Create(max);
-            var vsum = Vector512<float>.Zero;
-            for (int i = 0; i < full; i += 16)
+            var vm = TS.Splat(max);
+            var vsum = TS.Splat(0f);
+            for (int i = 0; i < full; i += w)
             {
-                var e = Exp512(Vector512.Load(r + i) - vm);
-                e.Store(r + i);
-                vsum += e;
+                var e = VecMath.ExpNeg<TV, TS>(TS.Sub(TS.Load(r + i), vm));
+                TS.Store(r + i, e);
+                vsum = TS.Add(vsum, e);
             }
-            var et = Exp512(xt - vm);
-            vsum += et;
-            var vinv = Vector512.Create(1f / Vector512.Sum(vsum));
-            for (int i = 0; i < full; i += 16) (Vector512.Load(r + i) * vinv).Store(r + i);
-            (et * vinv).Store(tail);
+            var et = VecMath.ExpNeg<TV, TS>(TS.Sub(xt, vm));
+            vsum = TS.Add(vsum, et);
+            var vinv = TS.Splat(1f / TS.Sum(vsum));
+            for (int i = 0; i < full; i += w) TS.Store(r + i, TS.Mul(TS.Load(r + i), vinv));
+            TS.Store(tail, TS.Mul(et, vinv));
             for (int j = 0; j < rem; j++) r[full + j] = tail[j];
         }
         row.Slice(n).Clear();
     }
 
-    /// <summary><see cref="SoftmaxGradRow{T}"/> for float with AVX-512.</summary>
+    /// <summary><see cref="SoftmaxGradRow{T}"/> for float, W = TS.Count lanes.</summary>
     /// <param name="row">(T)</param><param name="prow">(T)</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void SoftmaxGradRow512(Span<float> row, ReadOnlySpan<float> prow, int t)
+    static unsafe void SoftmaxGradRowF<TV, TS>(Span<float> row, ReadOnlySpan<float> prow, int t) where TV : unmanaged where TS : IVecF<TV>
     {
-        int n = t + 1, full = n & ~15;
+        int w = TS.Count, n = t + 1, full = n / w * w;
+        bool fma = Fma.IsSupported || System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported;
         fixed (float* r = row) fixed (float* p = prow)
         {
-            var vacc = Vector512<float>.Zero;
-            for (int i = 0; i < full; i += 16) vacc = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), Vector512.Load(r + i), vacc);
-            float acc = Vector512.Sum(vacc);
-            for (int i = full; i < n; i++) acc = MathF.FusedMultiplyAdd(p[i], r[i], acc);
-            var va = Vector512.Create(acc);
-            for (int i = 0; i < full; i += 16) (Vector512.Load(p + i) * (Vector512.Load(r + i) - va)).Store(r + i);
+            var vacc = TS.Splat(0f);
+            for (int i = 0; i < full; i += w) vacc = TS.Fma(TS.Load(p + i), TS.Load(r + i), vacc);
+            float acc = TS.Sum(vacc);
+            for (int i = full; i < n; i++) acc = fma ? MathF.FusedMultiplyAdd(p[i], r[i], acc) : p[i] * r[i] + acc;
+            var va = TS.Splat(acc);
+            for (int i = 0; i < full; i += w) TS.Store(r + i, TS.Mul(TS.Load(p + i), TS.Sub(TS.Load(r + i), va)));
             for (int i = full; i < n; i++) r[i] = p[i] * (r[i] - acc);
         }
         row.Slice(n).Clear();
-    }
-
-    /// <summary>
-    /// e^x per lane, for the softmax (x ≤ 0 there): x = k·ln2 + f with k = round(x·log₂e), e^f by a degree-7
-    /// polynomial (Cephes' expf coefficients), then scaled by 2^k (vscalefps). Within 2 ulp of the exact value
-    /// on [−87.3, 0] (checked against double precision on 16 M points); 0 below −87.3 (where e^x leaves the normal
-    /// floats) and for −∞; NaN stays NaN.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<float> Exp512(Vector512<float> x)
-    {
-        var k = Avx512F.RoundScale(x * Vector512.Create(1.44269504088896341f), 0);
-        var f = Vector512.FusedMultiplyAdd(k, Vector512.Create(-0.693359375f), x);      // ln2 in two parts
-        f = Vector512.FusedMultiplyAdd(k, Vector512.Create(2.12194440e-4f), f);
-        var p = Vector512.Create(1.9875691500e-4f);
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.3981999507e-3f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(8.3334519073e-3f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(4.1665795894e-2f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.6666665459e-1f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(5.0000001201e-1f));
-        p = Vector512.FusedMultiplyAdd(p, f * f, f + Vector512<float>.One);
-        return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(-87.3f)), Vector512<float>.Zero, Avx512F.Scale(p, k));
     }
 
     /// <summary>
@@ -253,8 +248,8 @@ public static class Attention
             Gemm.Compute(false, true, m, i1, hd, T.One, dO.Slice(i0 * C), C, V, C, T.Zero, dS.Slice(i0 * Tn), Tn);
             for (int t = i0; t < i1; t++)
             {
-                if (typeof(T) == typeof(float) && Avx512F.IsSupported)
-                    SoftmaxGradRow512(MemoryMarshal.Cast<T, float>(dS.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), t);
+                if (typeof(T) == typeof(float))
+                    SoftmaxGradRowFloat(MemoryMarshal.Cast<T, float>(dS.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), t);
                 else
                     SoftmaxGradRow(dS.Slice(t * Tn, Tn), P.Slice(t * Tn, Tn), t);
             }

@@ -199,10 +199,26 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         Rows(n, (lo, hi) => RmsNorm.Forward<T>(o.AsSpan(lo * c, (hi - lo) * c), r.AsSpan(lo, hi - lo), xs.AsSpan(lo * c, (hi - lo) * c), ws, hi - lo, c, T.CreateTruncating(eps)));
     }
     public void RmsNormBackward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c)
-        => RmsNorm.Backward<T>(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c); // dw sums over rows: kept sequential for a fixed order
+    {
+        // Fixed blocks of rows, in parallel: each adds its rows' dx and sums its own part of dw; the parts are
+        // then added to dw in block order, so the bits do not depend on the thread count.
+        var (gx, gw, dy, xs, ws, rs) = (F(dx), F(dw), F(dout), F(x), F(w), F(rstd));
+        int rows = RmsNorm.BlockRows, blocks = (n + rows - 1) / rows;
+        var parts = new T[(long)blocks * c];
+        Blocks(blocks, bi =>
+        {
+            int lo = bi * rows, m = Math.Min(rows, n - lo);
+            RmsNorm.BackwardBlock<T>(gx.AsSpan(lo * c, m * c), parts.AsSpan(bi * c, c), dy.AsSpan(lo * c, m * c), xs.AsSpan(lo * c, m * c), ws, rs.AsSpan(lo, m), m, c);
+        });
+        RmsNorm.AddParts<T>(gw, parts, blocks, c);
+    }
 
     public void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse)
-        => Ops.Rope.Apply<T>(F(x), I(pos), n, nHeads, headDim, theta, inverse);
+    {
+        var (xs, ps) = (F(x), I(pos));
+        int c = nHeads * headDim;
+        Rows(n, (lo, hi) => Ops.Rope.Apply<T>(xs.AsSpan(lo * c, (hi - lo) * c), ps.AsSpan(lo, hi - lo), hi - lo, nHeads, headDim, theta, inverse));
+    }
 
     public void AttentionForward(Tensor outp, Tensor att, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim)
     {
@@ -243,11 +259,28 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         Rows(r, (lo, hi) => Sampling.Rows<T>(z, tk, lp, sd, ct, lo, hi, v, temperature, topK, topP));
     }
 
-    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => SwiGlu.Forward<T>(F(h), F(gate), F(up), n);
-    public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => SwiGlu.Backward<T>(F(dgate), F(dup), F(dh), F(gate), F(up), n);
+    // Element-wise ops: any split of [0, n) gives the same bits (see each op's header), so ranges run in parallel.
+    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n)
+    {
+        var (hs, gs, us) = (F(h), F(gate), F(up));
+        Elements(n, (lo, len) => SwiGlu.Forward<T>(hs.AsSpan(lo, len), gs.AsSpan(lo, len), us.AsSpan(lo, len), len));
+    }
+    public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n)
+    {
+        var (dgs, dus, dhs, gs, us) = (F(dgate), F(dup), F(dh), F(gate), F(up));
+        Elements(n, (lo, len) => SwiGlu.Backward<T>(dgs.AsSpan(lo, len), dus.AsSpan(lo, len), dhs.AsSpan(lo, len), gs.AsSpan(lo, len), us.AsSpan(lo, len), len));
+    }
 
-    public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => Dropout.Forward<T>(F(y), F(x), p, seed, n);
-    public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => Dropout.Backward<T>(F(dx), F(dy), p, seed, n);
+    public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n)
+    {
+        var (ys, xs) = (F(y), F(x));
+        Elements(n, (lo, len) => Dropout.Forward<T>(ys.AsSpan(lo, len), xs.AsSpan(lo, len), p, seed, len, lo));
+    }
+    public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n)
+    {
+        var (dxs, dys) = (F(dx), F(dy));
+        Elements(n, (lo, len) => Dropout.Backward<T>(dxs.AsSpan(lo, len), dys.AsSpan(lo, len), p, seed, len, lo));
+    }
 
     public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, double weight, bool computeGrad)
     {
@@ -301,6 +334,25 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
                 gm.AsSpan(o, len), qs.AsSpan(o, len), kp.AsSpan(o, len), kn.AsSpan(o, len), up.AsSpan(o, len), un.AsSpan(o, len),
                 an.AsSpan(lo, hi - lo), hi - lo, d, b, it);
         });
+    }
+
+    /// <summary>Elements per task of <see cref="Elements"/>: small enough to share a few hundred thousand elements
+    /// between cores, large enough that a task outweighs its scheduling.</summary>
+    const int ElementChunk = 1 << 14;
+
+    /// <summary>Runs body(start, length) over [0, n) in chunks of <see cref="ElementChunk"/>, in parallel when there is more than one.</summary>
+    static void Elements(long n, Action<int, int> body)
+    {
+        if (n <= ElementChunk) { body(0, (int)n); return; }
+        int chunks = (int)((n + ElementChunk - 1) / ElementChunk);
+        Parallel.For(0, chunks, ci => { int lo = ci * ElementChunk; body(lo, (int)Math.Min(ElementChunk, n - lo)); });
+    }
+
+    /// <summary>Runs body(i) for i in [0, count), in parallel when count &gt; 1.</summary>
+    static void Blocks(int count, Action<int> body)
+    {
+        if (count <= 1) { for (int i = 0; i < count; i++) body(i); return; }
+        Parallel.For(0, count, body);
     }
 
     /// <summary>Runs body over [lo, hi) row ranges in parallel; rows are independent.</summary>
