@@ -78,6 +78,7 @@ public sealed class IlgpuBackend : IBackend
     readonly CuBlasLt? _lt;
     MemoryBuffer1D<byte, Stride1D.Dense>? _ltWorkspace;
     Tensor? _a16;                          // A cast to 16 bits for the tensor-core paths, grown as needed
+    Tensor? _dsum;                         // attention backward's Σ dout·out per (b, h, t), grown as needed
 
     public IlgpuBackend(IlgpuDevice device = IlgpuDevice.Auto)
     {
@@ -320,9 +321,26 @@ public sealed class IlgpuBackend : IBackend
         _rope.Apply(F(x), I(pos), tab.View, n, nHeads, headDim, inverse);
     }
 
-    public void AttentionForward(Tensor outp, Tensor att, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim)
+    public void AttentionForward(Tensor outp, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim)
+    {
+        lse.Expect((long)b * nHeads * t, "AttentionForward lse");
+        _attn.FlashForward(F(outp), F(lse), F(q), F(k), F(v), F(keyMask), b, t, nHeads, headDim);
+    }
+    public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor outp, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyMask,
+        int b, int t, int nHeads, int headDim)
+    {
+        long rows = (long)b * nHeads * t;
+        if (_dsum == null || _dsum.Length < rows) { _dsum?.Dispose(); _dsum = Alloc("attention.dsum", DType.F32, (int)rows); }
+        _attn.FlashBackward(F(dq), F(dk), F(dv), F(_dsum), F(dout), F(outp), F(lse), F(q), F(k), F(v), F(keyMask), b, t, nHeads, headDim);
+    }
+
+    /// <summary>Attention kernels version 1 (per query row, the (B,H,T,T) probabilities in <paramref name="att"/>),
+    /// kept beside version 2 so that gpu-check checks and times both; not used by the model.</summary>
+    public void AttentionForwardV1(Tensor outp, Tensor att, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim)
         => _attn.Forward(F(outp), F(att), F(q), F(k), F(v), F(keyMask), b, t, nHeads, headDim);
-    public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim)
+    /// <summary>Version 1's backward from the probabilities its forward left in <paramref name="att"/>;
+    /// <paramref name="datt"/> (B,H,T,T) is scratch. Accumulates into dq, dk, dv.</summary>
+    public void AttentionBackwardV1(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim)
         => _attn.Backward(F(dq), F(dk), F(dv), F(datt), F(dout), F(att), F(q), F(k), F(v), b, t, nHeads, headDim);
 
     public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c)
@@ -378,6 +396,7 @@ public sealed class IlgpuBackend : IBackend
         _lt?.Dispose();
         _ltWorkspace?.Dispose();
         _a16?.Dispose();
+        _dsum?.Dispose();
         foreach (var b in _invFreq.Values) b.Dispose();
         _dummyF.Dispose(); _dummyH.Dispose();
         Accelerator.Dispose();

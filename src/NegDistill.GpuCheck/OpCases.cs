@@ -31,6 +31,9 @@ public sealed class OpCase
     public double Bytes { get; init; }
     /// <summary>Outputs compared exactly as integers (sampled tokens).</summary>
     public string[] ExactInts { get; init; } = [];
+    /// <summary>Outputs where a non-finite value is a result, not a failure, when both sides agree on it
+    /// (the −∞ log-sum-exp of a row that sees no key).</summary>
+    public string[] FiniteOnly { get; init; } = [];
 }
 
 /// <summary>
@@ -150,27 +153,52 @@ public static class OpCases
         double attFlops = 4.0 * B * H * T * (T + 1) / 2 * hd;    // QKᵀ and PV over the causal half
         yield return new OpCase
         {
-            Family = "Attention", Name = "forward", Shape = $"{B}×{T}, {H}×{hd}",
-            Inputs = () => new() { ["q"] = R(1, B, T, C), ["k"] = R(1, B, T, C), ["v"] = R(1, B, T, C), ["mask"] = new(DType.F32, [B, T], mask), ["out"] = Out(B, T, C), ["att"] = Out(B, H, T, T) },
-            Run = (o, t) => o.AttentionForward(t["out"], t["att"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd),
-            Outputs = ["out"], Poisoned = ["out", "att"], Flops = attFlops, Bytes = 16.0 * nc + 4.0 * B * H * T * T,
+            Family = "Attention", Name = "forward (flash)", Shape = $"{B}×{T}, {H}×{hd}",
+            Inputs = () => new() { ["q"] = R(1, B, T, C), ["k"] = R(1, B, T, C), ["v"] = R(1, B, T, C), ["mask"] = new(DType.F32, [B, T], mask), ["out"] = Out(B, T, C), ["lse"] = Out(B, H, T) },
+            Run = (o, t) => o.AttentionForward(t["out"], t["lse"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd),
+            Outputs = ["out", "lse"], Poisoned = ["out", "lse"], Flops = attFlops, Bytes = 16.0 * nc,
+            FiniteOnly = ["lse"],
         };
         yield return new OpCase
         {
-            Family = "Attention", Name = "backward", Shape = $"{B}×{T}, {H}×{hd}",
+            Family = "Attention", Name = "forward + backward (flash)", Shape = $"{B}×{T}, {H}×{hd}",
             Inputs = () => new()
             {
-                ["q"] = R(1, B, T, C), ["k"] = R(1, B, T, C), ["v"] = R(1, B, T, C), ["mask"] = new(DType.F32, [B, T], mask), ["out"] = Out(B, T, C), ["att"] = Out(B, H, T, T),
-                ["dout"] = R(1, B, T, C), ["datt"] = Out(B, H, T, T), ["dq"] = R(1, B, T, C), ["dk"] = R(1, B, T, C), ["dv"] = R(1, B, T, C),
+                ["q"] = R(1, B, T, C), ["k"] = R(1, B, T, C), ["v"] = R(1, B, T, C), ["mask"] = new(DType.F32, [B, T], mask), ["out"] = Out(B, T, C), ["lse"] = Out(B, H, T),
+                ["dout"] = R(1, B, T, C), ["dq"] = R(1, B, T, C), ["dk"] = R(1, B, T, C), ["dv"] = R(1, B, T, C),
             },
-            // the forward runs inside so that att holds this backend's own probabilities; the timing
-            // includes it (forward + backward, as a training step runs them)
+            // the forward runs inside so that out and lse are this backend's own; the timing includes it
+            // (forward + backward, as a training step runs them)
             Run = (o, t) =>
             {
-                o.AttentionForward(t["out"], t["att"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
-                o.AttentionBackward(t["dq"], t["dk"], t["dv"], t["datt"], t["dout"], t["att"], t["q"], t["k"], t["v"], B, T, H, hd);
+                o.AttentionForward(t["out"], t["lse"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
+                o.AttentionBackward(t["dq"], t["dk"], t["dv"], t["dout"], t["out"], t["lse"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
             },
-            Outputs = ["dq", "dk", "dv"], Poisoned = ["datt"], Flops = 3.5 * attFlops, Bytes = 40.0 * nc + 12.0 * B * H * T * T,
+            Outputs = ["dq", "dk", "dv"], Poisoned = ["out", "lse"], Flops = 3.5 * attFlops, Bytes = 48.0 * nc,
+        };
+        // version 1 beside it (per-row kernels keeping (B,H,T,T)), checked against the twin's out and gradients
+        yield return new OpCase
+        {
+            Family = "Attention", Name = "forward + backward (v1, keeps P)", Shape = $"{B}×{T}, {H}×{hd}",
+            Inputs = () => new()
+            {
+                ["q"] = R(1, B, T, C), ["k"] = R(1, B, T, C), ["v"] = R(1, B, T, C), ["mask"] = new(DType.F32, [B, T], mask), ["out"] = Out(B, T, C), ["lse"] = Out(B, H, T),
+                ["att"] = Out(B, H, T, T), ["datt"] = Out(B, H, T, T), ["dout"] = R(1, B, T, C), ["dq"] = R(1, B, T, C), ["dk"] = R(1, B, T, C), ["dv"] = R(1, B, T, C),
+            },
+            Run = (o, t) =>
+            {
+                if (o is NegDistill.Kernels.IlgpuBackend ib)
+                {
+                    ib.AttentionForwardV1(t["out"], t["att"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
+                    ib.AttentionBackwardV1(t["dq"], t["dk"], t["dv"], t["datt"], t["dout"], t["att"], t["q"], t["k"], t["v"], B, T, H, hd);
+                }
+                else   // the twin's one form is the reference
+                {
+                    o.AttentionForward(t["out"], t["lse"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
+                    o.AttentionBackward(t["dq"], t["dk"], t["dv"], t["dout"], t["out"], t["lse"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
+                }
+            },
+            Outputs = ["out", "dq", "dk", "dv"], Poisoned = ["out"], Flops = 3.5 * attFlops, Bytes = 48.0 * nc + 16.0 * B * H * T * T,
         };
 
         int r = s.DecodeRows, tmax = s.CacheLen;

@@ -77,13 +77,22 @@ public class KernelParityTests
         Parity(new()
         {
             ["q"] = F(1, 1, B, T, C), ["k"] = F(2, 1, B, T, C), ["v"] = F(3, 1, B, T, C), ["mask"] = (DType.F32, [B, T], mask, null),
-            ["out"] = Z(B, T, C), ["att"] = Z(B, H, T, T), ["dout"] = F(4, 1, B, T, C), ["datt"] = Z(B, H, T, T),
+            ["out"] = Z(B, T, C), ["lse"] = Z(B, H, T), ["dout"] = F(4, 1, B, T, C),
             ["dq"] = F(5, 1, B, T, C), ["dk"] = F(6, 1, B, T, C), ["dv"] = F(7, 1, B, T, C),
         }, (ops, t) =>
         {
-            ops.AttentionForward(t["out"], t["att"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
-            ops.AttentionBackward(t["dq"], t["dk"], t["dv"], t["datt"], t["dout"], t["att"], t["q"], t["k"], t["v"], B, T, H, hd);
-        }, "out", "att", "dq", "dk", "dv");
+            ops.AttentionForward(t["out"], t["lse"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
+            ops.AttentionBackward(t["dq"], t["dk"], t["dv"], t["dout"], t["out"], t["lse"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd);
+        }, "out", "dq", "dk", "dv");
+        // lse too, where finite (a left-padded query's is −∞ on both)
+        var both = TestUtil.OnBoth(new()
+        {
+            ["q"] = F(1, 1, B, T, C), ["k"] = F(2, 1, B, T, C), ["v"] = F(3, 1, B, T, C), ["mask"] = (DType.F32, [B, T], mask, null), ["out"] = Z(B, T, C), ["lse"] = Z(B, H, T),
+        }, (ops, t) => ops.AttentionForward(t["out"], t["lse"], t["q"], t["k"], t["v"], t["mask"], B, T, H, hd), "lse");
+        var (l0, l1) = (both[0].F["lse"], both[1].F["lse"]);
+        for (int i = 0; i < l0.Length; i++)
+            if (float.IsNegativeInfinity(l0[i])) Assert.That(l1[i], Is.EqualTo(float.NegativeInfinity), $"lse[{i}]");
+            else Assert.That(l1[i], Is.EqualTo(l0[i]).Within(Atol + Rtol * Math.Abs(l0[i])), $"lse[{i}]");
     }
 
     [Test]

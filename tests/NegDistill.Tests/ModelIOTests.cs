@@ -159,13 +159,24 @@ public class MemoryPlanTests
         //   LoRA params 32·2·(8·4096 + 4096·8) = 4,194,304 → ×16 bytes = 67,108,864
         //   LoRA activations 32·2·4096·(2·4096 + 16)·4 = 8,606,711,808
         //   residual 33·4096·4096·4 = 2,214,592,512
-        //   per layer (7·4096·4096 + 2·4096 + 16·32·256² + 3·4096·11008)·4 = 1,145,077,760; ×32 = 36,642,488,320
-        //   scratch (7·4096·4096 + 16·32·256² + 3·4096·11008 + 2·4096·4096 + 4096 + 4096 + 4096)·4 = 1,279,311,872
+        //   per layer (7·4096·4096 + 2·4096 + 16·32·256 + 3·4096·11008)·4 = 1,011,384,320; ×32 = 32,364,298,240
+        //     (attention keeps the log-sum-exp (B,H,T), not the (B,H,T,T) probabilities)
+        //   scratch (7·4096·4096 + 3·4096·11008 + 2·4096·4096 + 4096 + 4096 + 4096)·4 = 1,145,094,144
         //   logits chunk 131 rows (4,194,304 / 32,000) · 32000 · 4 = 16,768,000; ids/mask 4·4096·4 = 65,536
         var plan = MemoryPlan.ForTraining(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), 16, 256);
         long hand = 524_288_000L + 1_064_960 + 13_214_154_752 + 67_108_864 + 8_606_711_808 + 2_214_592_512
-                    + 36_642_488_320 + 1_279_311_872 + 16_768_000 + 65_536;
+                    + 32_364_298_240 + 1_145_094_144 + 16_768_000 + 65_536;
         Assert.That(plan.Total, Is.EqualTo(hand));
         Assert.That(plan.Total, Is.LessThan(80L * 1000 * 1000 * 1000), "must fit one 80 GB GPU");
+    }
+
+    [Test]
+    public void Llama7B_TrainingMemory_GrowsWithTokens_NotWithTheSquareOfT()
+    {
+        // the attention keeps (B,H,T) log-sum-exps, not (B,H,T,T) probabilities: the same 2,048 tokens cost
+        // about the same at T = 2048 as at T = 256 (issue #13's bar: within 10 %)
+        long Plan(int b, int t) => MemoryPlan.ForTraining(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), b, t).Total;
+        Assert.That((double)Plan(1, 2048) / Plan(8, 256), Is.InRange(0.9, 1.1));
+        Assert.That(Plan(4, 2048), Is.LessThan(100L << 30), "4 × 2048 without recompute: was 161 GiB with the (B,H,T,T) term");
     }
 }

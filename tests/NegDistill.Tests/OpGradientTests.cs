@@ -53,16 +53,17 @@ public class OpGradientTests
         var q = TestUtil.RandD(b * t * c, 6); var k = TestUtil.RandD(b * t * c, 7); var v = TestUtil.RandD(b * t * c, 8);
         var r = TestUtil.RandD(b * t * c, 9);
         double[] mask = [1, 1, 1, 1, 1, /* row 2: left pad then right pad */ 0, 1, 1, 1, 0];
-        double L() { var o = new double[b * t * c]; var att = new double[b * h * t * t]; Attention.Forward<double>(o, att, q, k, v, mask, b, t, h, hd); return Dot(o, r); }
-        var o0 = new double[b * t * c]; var a0 = new double[b * h * t * t];
-        Attention.Forward<double>(o0, a0, q, k, v, mask, b, t, h, hd);
-        var dq = new double[q.Length]; var dk = new double[k.Length]; var dv = new double[v.Length]; var datt = new double[a0.Length];
-        Attention.Backward<double>(dq, dk, dv, datt, r, a0, q, k, v, b, t, h, hd);
+        double L() { var o = new double[b * t * c]; var lse = new double[b * h * t]; Attention.Forward<double>(o, lse, q, k, v, mask, b, t, h, hd); return Dot(o, r); }
+        var o0 = new double[b * t * c]; var l0 = new double[b * h * t];
+        Attention.Forward<double>(o0, l0, q, k, v, mask, b, t, h, hd);
+        var dq = new double[q.Length]; var dk = new double[k.Length]; var dv = new double[v.Length];
+        Attention.Backward<double>(dq, dk, dv, r, l0, q, k, v, mask, b, t, h, hd);
         TestUtil.Close(Fd(q, L), dq, Atol, Rtol, "dq");
         TestUtil.Close(Fd(k, L), dk, Atol, Rtol, "dk");
         TestUtil.Close(Fd(v, L), dv, Atol, Rtol, "dv");
-        // the padded key (row 1, position 0) is never attended to
-        for (int hh = 0; hh < h; hh++) for (int tt = 0; tt < t; tt++) Assert.That(a0[((1 * h + hh) * t + tt) * t + 0], Is.EqualTo(0.0));
+        // the padded key (row 1, position 0) is never attended to: moving it changes nothing
+        for (int d = 0; d < hd * h; d++) Assert.That(dk[(1 * t + 0) * c + d], Is.EqualTo(0.0), "dk of a padded key");
+        for (int d = 0; d < hd * h; d++) Assert.That(dv[(1 * t + 0) * c + d], Is.EqualTo(0.0), "dv of a padded key");
     }
 
     [Test]

@@ -64,9 +64,9 @@ public class SamplerTests
         int T = 9, H = 3, C = H * hd, tmax = 12;
         var q = TestUtil.Rand(T * C, 1); var k = TestUtil.Rand(T * C, 2); var v = TestUtil.Rand(T * C, 3);
         using var tq = ops.Alloc("q", DType.F32, T, C); using var tk = ops.Alloc("k", DType.F32, T, C); using var tv = ops.Alloc("v", DType.F32, T, C);
-        using var mask = ops.Alloc("mask", DType.F32, 1, T); using var att = ops.Alloc("att", DType.F32, 1, H, T, T); using var outp = ops.Alloc("out", DType.F32, T, C);
+        using var mask = ops.Alloc("mask", DType.F32, 1, T); using var lse = ops.Alloc("lse", DType.F32, 1, H, T); using var outp = ops.Alloc("out", DType.F32, T, C);
         ops.Upload(tq, q); ops.Upload(tk, k); ops.Upload(tv, v); ops.Fill(mask, 1f);
-        ops.AttentionForward(outp, att, tq, tk, tv, mask, 1, T, H, hd);
+        ops.AttentionForward(outp, lse, tq, tk, tv, mask, 1, T, H, hd);
         using var kc = ops.Alloc("kc", DType.F32, 2, tmax, C); using var vc = ops.Alloc("vc", DType.F32, 2, tmax, C);
         using var slot = ops.Alloc("slot", DType.I32, T); using var pos = ops.Alloc("pos", DType.I32, T); using var o2 = ops.Alloc("o2", DType.F32, T, C);
         ops.Upload(slot, Enumerable.Repeat(1, T).ToArray()); ops.Upload(pos, Enumerable.Range(0, T).ToArray());

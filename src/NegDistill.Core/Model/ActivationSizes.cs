@@ -28,7 +28,7 @@ public static class ActivationSizes
         return
         [
             new("xn1", F32, n, C), new("rstd1", F32, n), new("q", F32, n, C), new("k", F32, n, C), new("v", F32, n, C),
-            new("att", F32, b, c.Heads, t, t), new("ao", F32, n, C), new("x2", F32, n, C), new("xn2", F32, n, C), new("rstd2", F32, n),
+            new("lse", F32, b, c.Heads, t), new("ao", F32, n, C), new("x2", F32, n, C), new("xn2", F32, n, C), new("rstd2", F32, n),
             new("g", F32, n, F), new("u", F32, n, F), new("h", F32, n, F),
         ];
     }
@@ -47,7 +47,7 @@ public static class ActivationSizes
         return
         [
             new("dres", F32, n, C), new("dx2", F32, n, C), new("dxn", F32, n, C), new("dq", F32, n, C), new("dk", F32, n, C), new("dv", F32, n, C),
-            new("datt", F32, b, c.Heads, t, t), new("dao", F32, n, C), new("dh", F32, n, F), new("dg", F32, n, F), new("du", F32, n, F),
+            new("dao", F32, n, C), new("dh", F32, n, F), new("dg", F32, n, F), new("du", F32, n, F),
             new("xf", F32, n, C), new("rstdf", F32, n), new("dxf", F32, n, C), new("logits", F32, chunkRows, c.Vocab), new("losses", F32, n),
             new("dw.frozen", F32, C),   // receives the norm-weight gradients of frozen norms
         ];

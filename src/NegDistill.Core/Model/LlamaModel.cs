@@ -214,14 +214,14 @@ public sealed partial class LlamaModel : IDisposable
     // ---------------------------------------------------------------- activations
     sealed class LayerActs : IDisposable
     {
-        public required Tensor Xn1, Rstd1, Q, K, V, Att, Ao, X2, Xn2, Rstd2, G, U, Hh;
-        public void Dispose() { foreach (var t in new[] { Xn1, Rstd1, Q, K, V, Att, Ao, X2, Xn2, Rstd2, G, U, Hh }) t.Dispose(); }
+        public required Tensor Xn1, Rstd1, Q, K, V, Lse, Ao, X2, Xn2, Rstd2, G, U, Hh;
+        public void Dispose() { foreach (var t in new[] { Xn1, Rstd1, Q, K, V, Lse, Ao, X2, Xn2, Rstd2, G, U, Hh }) t.Dispose(); }
     }
 
     sealed class Scratch : IDisposable
     {
-        public required Tensor Dres, Dx2, Dxn, Dq, Dk, Dv, Datt, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses, DwSink;
-        public void Dispose() { foreach (var t in new[] { Dres, Dx2, Dxn, Dq, Dk, Dv, Datt, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses, DwSink }) t.Dispose(); }
+        public required Tensor Dres, Dx2, Dxn, Dq, Dk, Dv, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses, DwSink;
+        public void Dispose() { foreach (var t in new[] { Dres, Dx2, Dxn, Dq, Dk, Dv, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses, DwSink }) t.Dispose(); }
     }
 
     int _b, _t;
@@ -243,7 +243,7 @@ public sealed partial class LlamaModel : IDisposable
             var a = ActivationSizes.Alloc(o, $"l{i}.", ActivationSizes.Layer(Config, b, t));
             return new LayerActs
             {
-                Xn1 = a["xn1"], Rstd1 = a["rstd1"], Q = a["q"], K = a["k"], V = a["v"], Att = a["att"], Ao = a["ao"],
+                Xn1 = a["xn1"], Rstd1 = a["rstd1"], Q = a["q"], K = a["k"], V = a["v"], Lse = a["lse"], Ao = a["ao"],
                 X2 = a["x2"], Xn2 = a["xn2"], Rstd2 = a["rstd2"], G = a["g"], U = a["u"], Hh = a["h"],
             };
         }).ToArray();
@@ -251,7 +251,7 @@ public sealed partial class LlamaModel : IDisposable
         var s = ActivationSizes.Alloc(o, "", ActivationSizes.Scratch(Config, b, t, ChunkRows));
         _s = new Scratch
         {
-            Dres = s["dres"], Dx2 = s["dx2"], Dxn = s["dxn"], Dq = s["dq"], Dk = s["dk"], Dv = s["dv"], Datt = s["datt"], Dao = s["dao"],
+            Dres = s["dres"], Dx2 = s["dx2"], Dxn = s["dxn"], Dq = s["dq"], Dk = s["dk"], Dv = s["dv"], Dao = s["dao"],
             Dh = s["dh"], Dg = s["dg"], Du = s["du"], Xf = s["xf"], RstdF = s["rstdf"], Dxf = s["dxf"], Logits = s["logits"], Losses = s["losses"],
             DwSink = s["dw.frozen"],
         };
@@ -322,7 +322,7 @@ public sealed partial class LlamaModel : IDisposable
         Linear(l, Proj.v_proj, a.Xn1, a.V, n);
         Ops.Rope(a.Q, _pos!, n, H, Hd, Config.RopeTheta, false);
         Ops.Rope(a.K, _pos!, n, H, Hd, Config.RopeTheta, false);
-        Ops.AttentionForward(a.Ao, a.Att, a.Q, a.K, a.V, _mask!, _b, _t, H, Hd);     // ao(N,C), att(B,H,T,T)
+        Ops.AttentionForward(a.Ao, a.Lse, a.Q, a.K, a.V, _mask!, _b, _t, H, Hd);     // ao(N,C), lse(B,H,T)
         Ops.Copy(a.X2, x);
         Linear(l, Proj.o_proj, a.Ao, _s!.Dao, n);                                   // Dao used as scratch for o(ao)
         Ops.Axpy(a.X2, _s.Dao, 1f, (long)n * C);                                     // x2 = x + o(ao)
@@ -403,7 +403,7 @@ public sealed partial class LlamaModel : IDisposable
         // attention branch
         LinearBackward(l, Proj.o_proj, a.Ao, s.Dx2, s.Dao, n, false);               // dao(N,C)
         Ops.Fill(s.Dq, 0f); Ops.Fill(s.Dk, 0f); Ops.Fill(s.Dv, 0f);
-        Ops.AttentionBackward(s.Dq, s.Dk, s.Dv, s.Datt, s.Dao, a.Att, a.Q, a.K, a.V, _b, _t, H, Hd);
+        Ops.AttentionBackward(s.Dq, s.Dk, s.Dv, s.Dao, a.Ao, a.Lse, a.Q, a.K, a.V, _mask!, _b, _t, H, Hd);
         Ops.Rope(s.Dq, _pos!, n, H, Hd, Config.RopeTheta, true);
         Ops.Rope(s.Dk, _pos!, n, H, Hd, Config.RopeTheta, true);
         LinearBackward(l, Proj.q_proj, a.Xn1, s.Dq, s.Dxn, n, false);
@@ -430,7 +430,7 @@ public sealed partial class LlamaModel : IDisposable
             if (!Recompute || l == Layers.Length - 1)   // recomputation keeps the last layer's set only
             {
                 var a = Acts(l);
-                foreach (var (name, t) in new[] { ("xn1", a.Xn1), ("q", a.Q), ("k", a.K), ("v", a.V), ("att", a.Att), ("ao", a.Ao), ("x2", a.X2), ("xn2", a.Xn2), ("g", a.G), ("u", a.U), ("h", a.Hh) })
+                foreach (var (name, t) in new[] { ("xn1", a.Xn1), ("q", a.Q), ("k", a.K), ("v", a.V), ("lse", a.Lse), ("ao", a.Ao), ("x2", a.X2), ("xn2", a.Xn2), ("g", a.G), ("u", a.U), ("h", a.Hh) })
                     if (Bad(t)) return $"activation {name} of layer {l}";
             }
             if (Bad(_xs[l + 1])) return $"activation x{l + 1} (the residual stream after layer {l})";

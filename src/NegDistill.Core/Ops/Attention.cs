@@ -11,24 +11,28 @@ namespace NegDistill.Ops;
 /// <summary>
 /// Causal multi-head self-attention with a key padding mask.
 /// For batch b, head h, query t:  s_ts = q_t·k_s / √hd for s ≤ t with keyMask[b,s] = 1,
-/// P_t = softmax(s_t) (max-subtracted), out_t = Σ_s P_ts v_s. A query with no visible key (a left
-/// padding position) gets P = 0 and out = 0.
+/// lse_t = log Σ_s exp(s_ts), P_ts = exp(s_ts − lse_t), out_t = Σ_s P_ts v_s. A query with no visible key
+/// (a left padding position) gets lse = −∞, P = 0 and out = 0.
 /// Backward: dP_ts = dout_t·v_s;  dS_ts = P_ts (dP_ts − Σ_s' P_ts' dP_ts');
 ///           dq_t = Σ_s dS_ts k_s /√hd;  dk_s = Σ_t dS_ts q_t /√hd;  dv_s = Σ_t P_ts dout_t.
+/// Only out and lse (B,H,T) pass from the forward to the backward, which recomputes P from lse (the flash
+/// form: no (B,H,T,T) tensor outlives a call, so memory grows with T, not T²).
 ///
 /// This CPU twin computes one (batch, head) pair at a time as GEMMs on the pair's (T, hd) slices
-/// Q, K, V of the (B,T,C) tensors (row stride C = H·hd), through the packed <see cref="Gemm"/>:
-///   forward   S = Q Kᵀ/√hd,  P = masked row softmax of S (kept in att),  out = P V;
-///   backward  dP = dout Vᵀ,  dS = P ⊙ (dP − rowsum(P ⊙ dP)) (kept in datt),
+/// Q, K, V of the (B,T,C) tensors (row stride C = H·hd), through the packed <see cref="Gemm"/>, with the
+/// pair's (T,T) block in a scratch of its own:
+///   forward   S = Q Kᵀ/√hd,  lse and P = masked row softmax of S,  out = P V;
+///   backward  S again, P = exp(S − lse),  dP = dout Vᵀ,  dS = P ⊙ (dP − rowsum(P ⊙ dP)),
 ///             dQ += dS K/√hd,  dK += dSᵀ Q/√hd,  dV += Pᵀ dout.
 /// Causality is used block-wise: query block [i0, i1) needs keys [0, i1) only, key block [j0, j1)
 /// queries [j0, T) only; inside the diagonal blocks the masked entries are exact zeros of P and dS.
 /// A pair's outputs are its own and computed in a fixed order (a block product big enough for the GEMM
 /// to split over threads gives the same bits at any thread count), so the backend may run pairs in
 /// parallel without changing a bit.
-/// The kernel version (kernels/NegDistill.Kernels/AttentionKernels.cs) works per query row and, in
-/// the backward, per key row (no atomics); <see cref="ForwardRows{T}"/> and <see cref="BackwardRows{T}"/>
-/// keep that per-row form as the reference the GEMM form is tested against.
+/// The kernels (kernels/NegDistill.Kernels/AttentionKernels.cs): version 2 is flash attention over key
+/// blocks; version 1 worked per query row and, in the backward, per key row, keeping P.
+/// <see cref="ForwardRows{T}"/> and <see cref="BackwardRows{T}"/> keep the per-row form as the reference
+/// the GEMM form is tested against.
 /// </summary>
 public static class Attention
 {
@@ -43,45 +47,47 @@ public static class Attention
     static (int lo, int hi) Block(int i, int blocks, int Tn) => (i * BlockRows, i == blocks - 1 ? Tn : (i + 1) * BlockRows);
 
     /// <summary>All (batch, head) pairs in turn; the backend runs <see cref="ForwardHead{T}"/> in parallel instead.</summary>
-    /// <param name="outp">(B,T,H·hd)</param><param name="att">(B,H,T,T)</param>
+    /// <param name="outp">(B,T,H·hd)</param><param name="lse">(B,H,T)</param>
     /// <param name="q">(B,T,H·hd)</param><param name="k">(B,T,H·hd)</param><param name="v">(B,T,H·hd)</param>
     /// <param name="keyMask">(B,T) 1 or 0</param>
-    public static void Forward<T>(Span<T> outp, Span<T> att, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
+    public static void Forward<T>(Span<T> outp, Span<T> lse, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
         ReadOnlySpan<T> keyMask, int B, int Tn, int H, int hd)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        var scratch = new T[Tn * Tn];
         for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
-            ForwardHead(outp, att, q, k, v, keyMask, b, h, Tn, H, hd);
+            ForwardHead(outp, lse, scratch, q, k, v, keyMask, b, h, Tn, H, hd);
     }
 
     /// <summary>All (batch, head) pairs in turn; the backend runs <see cref="BackwardHead{T}"/> in parallel instead.
     /// Accumulates into dq, dk, dv.</summary>
-    /// <param name="datt">(B,H,T,T) scratch: receives dS</param>
-    public static void Backward<T>(Span<T> dq, Span<T> dk, Span<T> dv, Span<T> datt, ReadOnlySpan<T> dout, ReadOnlySpan<T> att,
-        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int B, int Tn, int H, int hd)
+    public static void Backward<T>(Span<T> dq, Span<T> dk, Span<T> dv, ReadOnlySpan<T> dout, ReadOnlySpan<T> lse,
+        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> keyMask, int B, int Tn, int H, int hd)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        var p = new T[Tn * Tn]; var ds = new T[Tn * Tn];
         for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
-            BackwardHead(dq, dk, dv, datt, dout, att, q, k, v, b, h, Tn, H, hd);
+            BackwardHead(dq, dk, dv, dout, lse, p, ds, q, k, v, keyMask, b, h, Tn, H, hd);
     }
 
     /// <summary>
-    /// Pair (b, h) of the forward: writes out[b, :, h·hd:(h+1)·hd] and the whole (T,T) block att[b, h]
-    /// (zeros above the diagonal, at masked keys and on rows with no visible key).
+    /// Pair (b, h) of the forward: writes out[b, :, h·hd:(h+1)·hd] and lse[b, h, :]; P lives in
+    /// <paramref name="scratch"/> (T·T values, the caller's, one per thread).
     /// </summary>
-    /// <param name="outp">(B,T,H·hd)</param><param name="att">(B,H,T,T)</param>
+    /// <param name="outp">(B,T,H·hd)</param><param name="lse">(B,H,T)</param><param name="scratch">(T,T)</param>
     /// <param name="q">(B,T,H·hd)</param><param name="k">(B,T,H·hd)</param><param name="v">(B,T,H·hd)</param>
     /// <param name="keyMask">(B,T) 1 or 0</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void ForwardHead<T>(Span<T> outp, Span<T> att, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
+    public static void ForwardHead<T>(Span<T> outp, Span<T> lse, Span<T> scratch, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
         ReadOnlySpan<T> keyMask, int b, int h, int Tn, int H, int hd)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int C = H * hd, x0 = b * Tn * C + h * hd;
         T scale = T.One / T.Sqrt(T.CreateTruncating(hd));
-        var P = att.Slice((b * H + h) * Tn * Tn, Tn * Tn);                  // (T,T)
+        var P = scratch.Slice(0, Tn * Tn);                                    // (T,T)
+        var L = lse.Slice((b * H + h) * Tn, Tn);                              // (T)
         ReadOnlySpan<T> Q = q.Slice(x0), K = k.Slice(x0), V = v.Slice(x0);   // (T,hd), row stride C
         var O = outp.Slice(x0);                                               // (T,hd), row stride C
         T[] biasArr = ArrayPool<T>.Shared.Rent(Tn);
@@ -96,10 +102,9 @@ public static class Attention
             Gemm.Compute(false, true, m, i1, hd, scale, Q.Slice(i0 * C), C, K, C, T.Zero, P.Slice(i0 * Tn), Tn);
             for (int t = i0; t < i1; t++)
             {
-                if (typeof(T) == typeof(float))
-                    SoftmaxRowFloat(MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(bias), t);
-                else
-                    SoftmaxRow(P.Slice(t * Tn, Tn), bias, t);
+                L[t] = typeof(T) == typeof(float)
+                    ? T.CreateTruncating(SoftmaxRowFloat(MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(bias), t))
+                    : SoftmaxRow(P.Slice(t * Tn, Tn), bias, t);
             }
             // out[i0:i1] = P[i0:i1, 0:i1] · V[0:i1]
             Gemm.Compute(false, false, m, hd, i1, T.One, P.Slice(i0 * Tn), Tn, V, C, T.Zero, O.Slice(i0 * C), C);
@@ -108,19 +113,34 @@ public static class Attention
     }
 
     /// <summary>Row t of P in place: entries [0, t] hold the scores s_t·; masked keys get −∞ through
-    /// <paramref name="bias"/>, then P_t = exp(s − max)/Σ; entries past t are cleared. No visible key: P_t = 0.
-    /// The generic form (the fp64 oracle, and float without AVX-512).</summary>
+    /// <paramref name="bias"/>, then P_t = exp(s − max)/Σ; entries past t are cleared. Returns the row's
+    /// log-sum-exp, max + log Σ (−∞ with P_t = 0 when no key is visible). The generic form (the fp64 oracle).</summary>
     /// <param name="row">(T)</param><param name="bias">(T)</param>
-    static void SoftmaxRow<T>(Span<T> row, ReadOnlySpan<T> bias, int t)
+    static T SoftmaxRow<T>(Span<T> row, ReadOnlySpan<T> bias, int t)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var r = row.Slice(0, t + 1);
         TensorPrimitives.Add(r, bias.Slice(0, t + 1), r);
         T max = TensorPrimitives.Max<T>(r);
-        if (max == T.NegativeInfinity) { row.Clear(); return; }
+        if (max == T.NegativeInfinity) { row.Clear(); return T.NegativeInfinity; }
         TensorPrimitives.Subtract(r, max, r);
         TensorPrimitives.Exp<T>(r, r);
-        TensorPrimitives.Multiply(r, T.One / TensorPrimitives.Sum<T>(r), r);
+        T sum = TensorPrimitives.Sum<T>(r);
+        TensorPrimitives.Multiply(r, T.One / sum, r);
+        row.Slice(t + 1).Clear();
+        return max + T.Log(sum);
+    }
+
+    /// <summary>Row t of P recomputed in place from its scores and log-sum-exp: P_ts = exp(s_ts + bias_s −
+    /// lse_t) for s ≤ t, entries past t cleared; a row with lse = −∞ is all zeros. The generic form.</summary>
+    static void PFromLseRow<T>(Span<T> row, ReadOnlySpan<T> bias, T lse, int t)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (lse == T.NegativeInfinity) { row.Clear(); return; }
+        var r = row.Slice(0, t + 1);
+        TensorPrimitives.Add(r, bias.Slice(0, t + 1), r);
+        TensorPrimitives.Subtract(r, lse, r);
+        TensorPrimitives.Exp<T>(r, r);
         row.Slice(t + 1).Clear();
     }
 
@@ -144,11 +164,33 @@ public static class Attention
     // VecMath.ExpNeg (≤ 2 ulp). The AVX-512 bits are those of the AVX-512-only version these replaced.
 
     /// <summary><see cref="SoftmaxRow{T}"/> for float at the widest accelerated width.</summary>
-    static void SoftmaxRowFloat(Span<float> row, ReadOnlySpan<float> bias, int t)
+    static float SoftmaxRowFloat(Span<float> row, ReadOnlySpan<float> bias, int t) =>
+        Vector512.IsHardwareAccelerated ? SoftmaxRowF<Vector512<float>, V512>(row, bias, t)
+        : Vector256.IsHardwareAccelerated ? SoftmaxRowF<Vector256<float>, V256>(row, bias, t)
+        : SoftmaxRowF<Vector128<float>, V128>(row, bias, t);
+
+    /// <summary><see cref="PFromLseRow{T}"/> for float at the widest accelerated width.</summary>
+    static void PFromLseRowFloat(Span<float> row, ReadOnlySpan<float> bias, float lse, int t)
     {
-        if (Vector512.IsHardwareAccelerated) SoftmaxRowF<Vector512<float>, V512>(row, bias, t);
-        else if (Vector256.IsHardwareAccelerated) SoftmaxRowF<Vector256<float>, V256>(row, bias, t);
-        else SoftmaxRowF<Vector128<float>, V128>(row, bias, t);
+        if (Vector512.IsHardwareAccelerated) PFromLseRowF<Vector512<float>, V512>(row, bias, lse, t);
+        else if (Vector256.IsHardwareAccelerated) PFromLseRowF<Vector256<float>, V256>(row, bias, lse, t);
+        else PFromLseRowF<Vector128<float>, V128>(row, bias, lse, t);
+    }
+
+    /// <summary><see cref="PFromLseRow{T}"/> for float, W = TS.Count lanes; s + bias − lse ≤ 0, so ExpNeg applies.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void PFromLseRowF<TV, TS>(Span<float> row, ReadOnlySpan<float> bias, float lse, int t) where TV : unmanaged where TS : IVecF<TV>
+    {
+        if (lse == float.NegativeInfinity) { row.Clear(); return; }
+        int w = TS.Count, n = t + 1, full = n / w * w;
+        var vl = TS.Splat(lse);
+        fixed (float* r = row) fixed (float* bs = bias)
+        {
+            for (int i = 0; i < full; i += w)
+                TS.Store(r + i, VecMath.ExpNeg<TV, TS>(TS.Sub(TS.Add(TS.Load(r + i), TS.Load(bs + i)), vl)));
+            for (int i = full; i < n; i++) r[i] = MathF.Exp(MathF.Min(0f, r[i] + bs[i] - lse));
+        }
+        row.Slice(n).Clear();
     }
 
     /// <summary><see cref="SoftmaxGradRow{T}"/> for float at the widest accelerated width.</summary>
@@ -162,8 +204,9 @@ public static class Attention
     /// <summary><see cref="SoftmaxRow{T}"/> for float, W = TS.Count lanes.</summary>
     /// <param name="row">(T)</param><param name="bias">(T)</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void SoftmaxRowF<TV, TS>(Span<float> row, ReadOnlySpan<float> bias, int t) where TV : unmanaged where TS : IVecF<TV>
+    static unsafe float SoftmaxRowF<TV, TS>(Span<float> row, ReadOnlySpan<float> bias, int t) where TV : unmanaged where TS : IVecF<TV>
     {
+        float lse;
         int w = TS.Count, n = t + 1, full = n / w * w, rem = n - full;
         float* tail = stackalloc float[16];
         fixed (float* r = row) fixed (float* bs = bias)
@@ -181,7 +224,7 @@ public static class Attention
             var xt = TS.Load(tail);
             vmax = TS.Max(vmax, xt);
             float max = TS.MaxAcross(vmax);
-            if (max == float.NegativeInfinity) { row.Clear(); return; }
+            if (max == float.NegativeInfinity) { row.Clear(); return float.NegativeInfinity; }
             var vm = TS.Splat(max);
             var vsum = TS.Splat(0f);
             for (int i = 0; i < full; i += w)
@@ -192,12 +235,15 @@ public static class Attention
             }
             var et = VecMath.ExpNeg<TV, TS>(TS.Sub(xt, vm));
             vsum = TS.Add(vsum, et);
-            var vinv = TS.Splat(1f / TS.Sum(vsum));
+            float sum = TS.Sum(vsum);
+            var vinv = TS.Splat(1f / sum);
             for (int i = 0; i < full; i += w) TS.Store(r + i, TS.Mul(TS.Load(r + i), vinv));
             TS.Store(tail, TS.Mul(et, vinv));
             for (int j = 0; j < rem; j++) r[full + j] = tail[j];
+            lse = max + MathF.Log(sum);
         }
         row.Slice(n).Clear();
+        return lse;
     }
 
     /// <summary><see cref="SoftmaxGradRow{T}"/> for float, W = TS.Count lanes.</summary>
@@ -221,41 +267,53 @@ public static class Attention
     }
 
     /// <summary>
-    /// Pair (b, h) of the backward: writes the (T,T) block datt[b, h] (dS, zero where P is) and adds into
-    /// dq, dk, dv[b, :, h·hd:(h+1)·hd].
+    /// Pair (b, h) of the backward: recomputes P from lse into <paramref name="pScratch"/>, dS into
+    /// <paramref name="dsScratch"/> (T·T each, the caller's), and adds into dq, dk, dv[b, :, h·hd:(h+1)·hd].
     /// </summary>
     /// <param name="dq">(B,T,H·hd)</param><param name="dk">(B,T,H·hd)</param><param name="dv">(B,T,H·hd)</param>
-    /// <param name="datt">(B,H,T,T) scratch: receives dS</param><param name="dout">(B,T,H·hd)</param>
-    /// <param name="att">(B,H,T,T) P of the forward</param>
+    /// <param name="dout">(B,T,H·hd)</param><param name="lse">(B,H,T) of the forward</param>
     /// <param name="q">(B,T,H·hd)</param><param name="k">(B,T,H·hd)</param><param name="v">(B,T,H·hd)</param>
+    /// <param name="keyMask">(B,T) 1 or 0</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void BackwardHead<T>(Span<T> dq, Span<T> dk, Span<T> dv, Span<T> datt, ReadOnlySpan<T> dout, ReadOnlySpan<T> att,
-        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int b, int h, int Tn, int H, int hd)
+    public static void BackwardHead<T>(Span<T> dq, Span<T> dk, Span<T> dv, ReadOnlySpan<T> dout, ReadOnlySpan<T> lse, Span<T> pScratch, Span<T> dsScratch,
+        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> keyMask, int b, int h, int Tn, int H, int hd)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int C = H * hd, x0 = b * Tn * C + h * hd, p0 = (b * H + h) * Tn * Tn;
+        int C = H * hd, x0 = b * Tn * C + h * hd;
         T scale = T.One / T.Sqrt(T.CreateTruncating(hd));
-        ReadOnlySpan<T> P = att.Slice(p0, Tn * Tn);                           // (T,T)
-        var dS = datt.Slice(p0, Tn * Tn);                                     // (T,T)
+        var P = pScratch.Slice(0, Tn * Tn);                                   // (T,T)
+        var dS = dsScratch.Slice(0, Tn * Tn);                                 // (T,T)
+        var L = lse.Slice((b * H + h) * Tn, Tn);
         ReadOnlySpan<T> Q = q.Slice(x0), K = k.Slice(x0), V = v.Slice(x0), dO = dout.Slice(x0);   // (T,hd), row stride C
         Span<T> dQ = dq.Slice(x0), dK = dk.Slice(x0), dV = dv.Slice(x0);                         // (T,hd), row stride C
+        T[] biasArr = ArrayPool<T>.Shared.Rent(Tn);
+        var bias = biasArr.AsSpan(0, Tn);
+        for (int s = 0; s < Tn; s++) bias[s] = keyMask[b * Tn + s] == T.Zero ? T.NegativeInfinity : T.Zero;
         int blocks = Blocks(Tn);
         for (int ib = 0; ib < blocks; ib++)
         {
             var (i0, i1) = Block(ib, blocks, Tn);
             int m = i1 - i0;
-            // dP[i0:i1, 0:i1] = dout[i0:i1] · V[0:i1]ᵀ, into datt's rows
+            // P[i0:i1, 0:i1] = exp(Q[i0:i1] · K[0:i1]ᵀ / √hd − lse);  dP[i0:i1, 0:i1] = dout[i0:i1] · V[0:i1]ᵀ
+            Gemm.Compute(false, true, m, i1, hd, scale, Q.Slice(i0 * C), C, K, C, T.Zero, P.Slice(i0 * Tn), Tn);
             Gemm.Compute(false, true, m, i1, hd, T.One, dO.Slice(i0 * C), C, V, C, T.Zero, dS.Slice(i0 * Tn), Tn);
             for (int t = i0; t < i1; t++)
             {
                 if (typeof(T) == typeof(float))
+                {
+                    PFromLseRowFloat(MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(bias), float.CreateTruncating(L[t]), t);
                     SoftmaxGradRowFloat(MemoryMarshal.Cast<T, float>(dS.Slice(t * Tn, Tn)), MemoryMarshal.Cast<T, float>(P.Slice(t * Tn, Tn)), t);
+                }
                 else
+                {
+                    PFromLseRow(P.Slice(t * Tn, Tn), bias, L[t], t);
                     SoftmaxGradRow(dS.Slice(t * Tn, Tn), P.Slice(t * Tn, Tn), t);
+                }
             }
             // dQ[i0:i1] += dS[i0:i1, 0:i1] · K[0:i1] / √hd
             Gemm.Compute(false, false, m, hd, i1, scale, dS.Slice(i0 * Tn), Tn, K, C, T.One, dQ.Slice(i0 * C), C);
         }
+        ArrayPool<T>.Shared.Return(biasArr);
         for (int jb = 0; jb < blocks; jb++)
         {
             var (j0, j1) = Block(jb, blocks, Tn);
@@ -267,22 +325,22 @@ public static class Attention
     }
 
     // ───────────── reference: the per-row form of the kernels, for the tests ─────────────
-    /// <summary>The forward one (row, head) at a time with vector dot products, as the kernel does; same outputs
-    /// as <see cref="Forward{T}"/> up to rounding.</summary>
-    /// <param name="outp">(B,T,H·hd)</param><param name="att">(B,H,T,T)</param>
+    /// <summary>The forward one (row, head) at a time with vector dot products, as version 1 of the kernels did;
+    /// same outputs as <see cref="Forward{T}"/> up to rounding.</summary>
+    /// <param name="outp">(B,T,H·hd)</param><param name="lse">(B,H,T)</param>
     /// <param name="q">(B,T,H·hd)</param><param name="k">(B,T,H·hd)</param><param name="v">(B,T,H·hd)</param>
     /// <param name="keyMask">(B,T) 1 or 0</param>
-    public static void ForwardRows<T>(Span<T> outp, Span<T> att, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
+    public static void ForwardRows<T>(Span<T> outp, Span<T> lse, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
         ReadOnlySpan<T> keyMask, int B, int Tn, int H, int hd)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int C = H * hd;
         T scale = T.One / T.Sqrt(T.CreateTruncating(hd));
+        var prow = new T[Tn];
         for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
         for (int t = 0; t < Tn; t++)
         {
-            var prow = att.Slice(((b * H + h) * Tn + t) * Tn, Tn);
             var qt = q.Slice((b * Tn + t) * C + h * hd, hd);
             T max = T.NegativeInfinity;
             for (int s = 0; s <= t; s++)
@@ -293,53 +351,58 @@ public static class Attention
                 if (dot > max) max = dot;
             }
             T sum = T.Zero;
-            for (int s = 0; s < Tn; s++)
+            for (int s = 0; s <= t; s++)
             {
-                bool visible = s <= t && keyMask[b * Tn + s] != T.Zero;
+                bool visible = keyMask[b * Tn + s] != T.Zero;
                 T e = visible ? T.Exp(prow[s] - max) : T.Zero;
                 prow[s] = e;
                 sum += e;
             }
             T inv = sum > T.Zero ? T.One / sum : T.Zero;
+            lse[(b * H + h) * Tn + t] = sum > T.Zero ? max + T.Log(sum) : T.NegativeInfinity;
             var ot = outp.Slice((b * Tn + t) * C + h * hd, hd);
             ot.Clear();
             for (int s = 0; s <= t; s++)
             {
                 T p = prow[s] * inv;
-                prow[s] = p;
                 if (p == T.Zero) continue;
                 TensorPrimitives.MultiplyAdd(v.Slice((b * Tn + s) * C + h * hd, hd), p, ot, ot);
             }
         }
     }
 
-    /// <summary>The backward per query row (dS, dq), then per key row (dk, dv), as the kernels split it;
-    /// same outputs as <see cref="Backward{T}"/> up to rounding.</summary>
-    /// <param name="datt">(B,H,T,T) scratch: receives dS</param>
-    public static void BackwardRows<T>(Span<T> dq, Span<T> dk, Span<T> dv, Span<T> datt, ReadOnlySpan<T> dout, ReadOnlySpan<T> att,
-        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int B, int Tn, int H, int hd)
+    /// <summary>The backward per query row (P from lse, dS, dq), then per key row (dk, dv), as version 1 of the
+    /// kernels split it; same outputs as <see cref="Backward{T}"/> up to rounding.</summary>
+    public static void BackwardRows<T>(Span<T> dq, Span<T> dk, Span<T> dv, ReadOnlySpan<T> dout, ReadOnlySpan<T> lse,
+        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> keyMask, int B, int Tn, int H, int hd)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int C = H * hd;
         T scale = T.One / T.Sqrt(T.CreateTruncating(hd));
-        // pass 1, per query row: dS and dq
+        var att = new T[B * H * Tn * Tn];
+        var datt = new T[B * H * Tn * Tn];
+        // pass 1, per query row: P, dS and dq
         for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
         for (int t = 0; t < Tn; t++)
         {
             int row = ((b * H + h) * Tn + t) * Tn;
+            T l = lse[(b * H + h) * Tn + t];
+            var qt = q.Slice((b * Tn + t) * C + h * hd, hd);
             var dot = dout.Slice((b * Tn + t) * C + h * hd, hd);
             T acc = T.Zero;
             for (int s = 0; s <= t; s++)
             {
+                bool visible = keyMask[b * Tn + s] != T.Zero && l != T.NegativeInfinity;
+                att[row + s] = visible ? T.Exp(TensorPrimitives.Dot(qt, k.Slice((b * Tn + s) * C + h * hd, hd)) * scale - l) : T.Zero;
                 T d = TensorPrimitives.Dot(dot, v.Slice((b * Tn + s) * C + h * hd, hd));
                 datt[row + s] = d;
                 acc += att[row + s] * d;
             }
             var dqt = dq.Slice((b * Tn + t) * C + h * hd, hd);
-            for (int s = 0; s < Tn; s++)
+            for (int s = 0; s <= t; s++)
             {
-                T ds = s <= t ? att[row + s] * (datt[row + s] - acc) : T.Zero;
+                T ds = att[row + s] * (datt[row + s] - acc);
                 datt[row + s] = ds;
                 if (ds == T.Zero) continue;
                 TensorPrimitives.MultiplyAdd(k.Slice((b * Tn + s) * C + h * hd, hd), ds * scale, dqt, dqt);

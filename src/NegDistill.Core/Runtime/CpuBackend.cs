@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
@@ -220,17 +221,30 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         Rows(n, (lo, hi) => Ops.Rope.Apply<T>(xs.AsSpan(lo * c, (hi - lo) * c), ps.AsSpan(lo, hi - lo), hi - lo, nHeads, headDim, theta, inverse));
     }
 
-    public void AttentionForward(Tensor outp, Tensor att, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim)
+    public void AttentionForward(Tensor outp, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim)
     {
-        var (o, a, qs, ks, vs, ms) = (F(outp), F(att), F(q), F(k), F(v), F(keyMask));
-        // one task per (batch, head) pair: its columns of out and its (T,T) block of att belong to it alone
-        Parallel.For(0, b * nHeads, p => Attention.ForwardHead<T>(o, a, qs, ks, vs, ms, p / nHeads, p % nHeads, t, nHeads, headDim));
+        var (o, l, qs, ks, vs, ms) = (F(outp), F(lse), F(q), F(k), F(v), F(keyMask));
+        // one task per (batch, head) pair: its columns of out and its row of lse belong to it alone; its (T,T)
+        // block of P lives in a scratch of the task's own (pooled), not in the contract
+        Parallel.For(0, b * nHeads, p =>
+        {
+            var scratch = ArrayPool<T>.Shared.Rent(t * t);
+            try { Attention.ForwardHead<T>(o, l, scratch, qs, ks, vs, ms, p / nHeads, p % nHeads, t, nHeads, headDim); }
+            finally { ArrayPool<T>.Shared.Return(scratch); }
+        });
     }
-    public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim)
+    public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor outp, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyMask,
+        int b, int t, int nHeads, int headDim)
     {
-        var (dqs, dks, dvs, das, dos, a, qs, ks, vs) = (F(dq), F(dk), F(dv), F(datt), F(dout), F(att), F(q), F(k), F(v));
-        // per pair as in the forward: its columns of dq, dk, dv and its block of datt belong to it alone
-        Parallel.For(0, b * nHeads, p => Attention.BackwardHead<T>(dqs, dks, dvs, das, dos, a, qs, ks, vs, p / nHeads, p % nHeads, t, nHeads, headDim));
+        var (dqs, dks, dvs, dos, l, qs, ks, vs, ms) = (F(dq), F(dk), F(dv), F(dout), F(lse), F(q), F(k), F(v), F(keyMask));
+        // per pair as in the forward: its columns of dq, dk, dv belong to it alone; P and dS in its own scratch
+        Parallel.For(0, b * nHeads, p =>
+        {
+            var ps = ArrayPool<T>.Shared.Rent(t * t);
+            var ds = ArrayPool<T>.Shared.Rent(t * t);
+            try { Attention.BackwardHead<T>(dqs, dks, dvs, dos, l, ps, ds, qs, ks, vs, ms, p / nHeads, p % nHeads, t, nHeads, headDim); }
+            finally { ArrayPool<T>.Shared.Return(ps); ArrayPool<T>.Shared.Return(ds); }
+        });
     }
 
     public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c)

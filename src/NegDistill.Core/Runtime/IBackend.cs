@@ -62,11 +62,13 @@ public interface IBackend : IDisposable
     /// the transposed rotation (the backward).</summary>
     void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse);
 
-    /// <summary>Causal attention. q,k,v,out: (B,T,H·hd); att: (B,H,T,T) probabilities kept for
-    /// backward; keyMask: (B,T) 1 = real token, 0 = padding (never attended to).</summary>
-    void AttentionForward(Tensor outp, Tensor att, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim);
-    /// <summary>datt: (B,H,T,T) scratch. Accumulates into dq, dk, dv.</summary>
-    void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim);
+    /// <summary>Causal attention, flash form. q,k,v,out: (B,T,H·hd); keyMask: (B,T) 1 = real token, 0 =
+    /// padding (never attended to); lse: (B,H,T) each query's log Σ exp(score) over the keys it sees (−∞, with
+    /// out = 0, when it sees none), all the backward needs besides out: no (B,H,T,T) tensor is kept.</summary>
+    void AttentionForward(Tensor outp, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyMask, int b, int t, int nHeads, int headDim);
+    /// <summary>Recomputes the probabilities from lse; accumulates into dq, dk, dv.</summary>
+    void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor outp, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyMask,
+        int b, int t, int nHeads, int headDim);
 
     // ---- KV-cache inference (math: Ops/KvCache.cs, Ops/Sampling.cs) --------------------------
     // A forward is R rows, row r = one token of slot rowSlot[r] (I32) at absolute position rowPos[r] (I32).
