@@ -205,13 +205,17 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         // then added to dw in block order, so the bits do not depend on the thread count.
         var (gx, gw, dy, xs, ws, rs) = (F(dx), F(dw), F(dout), F(x), F(w), F(rstd));
         int rows = RmsNorm.BlockRows, blocks = (n + rows - 1) / rows;
-        var parts = new T[(long)blocks * c];
-        Blocks(blocks, bi =>
+        T[] parts = System.Buffers.ArrayPool<T>.Shared.Rent(blocks * c);   // (blocks, C); each block overwrites its row
+        try
         {
-            int lo = bi * rows, m = Math.Min(rows, n - lo);
-            RmsNorm.BackwardBlock<T>(gx.AsSpan(lo * c, m * c), parts.AsSpan(bi * c, c), dy.AsSpan(lo * c, m * c), xs.AsSpan(lo * c, m * c), ws, rs.AsSpan(lo, m), m, c);
-        });
-        RmsNorm.AddParts<T>(gw, parts, blocks, c);
+            Blocks(blocks, bi =>
+            {
+                int lo = bi * rows, m = Math.Min(rows, n - lo);
+                RmsNorm.BackwardBlock<T>(gx.AsSpan(lo * c, m * c), parts.AsSpan(bi * c, c), dy.AsSpan(lo * c, m * c), xs.AsSpan(lo * c, m * c), ws, rs.AsSpan(lo, m), m, c);
+            });
+            RmsNorm.AddParts<T>(gw, parts.AsSpan(0, blocks * c), blocks, c);
+        }
+        finally { System.Buffers.ArrayPool<T>.Shared.Return(parts); }
     }
 
     public void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse)
