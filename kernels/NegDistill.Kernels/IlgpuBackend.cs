@@ -175,6 +175,7 @@ public sealed class IlgpuBackend : IBackend
         return $"ILGPU CPU accelerator ({Accelerator.NumMultiprocessors} simulated multiprocessor, groups of {_group} threads); kernels run as .NET code, inline PTX skipped";
     }
     public bool IsCuda => Accelerator.AcceleratorType == AcceleratorType.Cuda;
+    public DType DefaultKvCache => IsCuda ? DType.BF16 : DType.F32;
 
     static IlgpuTensor G(Tensor t) => t as IlgpuTensor ?? throw new ArgumentException($"tensor {t} does not belong to the ILGPU backend");
     static ArrayView<float> F(Tensor t) => t.DType == DType.F32 ? G(t).FV : throw new ArgumentException($"tensor {t} is {t.DType}, the op needs F32");
@@ -346,12 +347,16 @@ public sealed class IlgpuBackend : IBackend
     public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c)
     {
         k.Expect((long)r * c, "CacheWrite k"); v.Expect((long)r * c, "CacheWrite v");
-        _kv.Write(F(kCache), F(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c);
+        if (kCache.DType is DType.BF16 or DType.F16) _kv.Write16(H(kCache), H(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c, kCache.DType == DType.BF16);
+        else _kv.Write(F(kCache), F(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c);
     }
     public void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowSlot, Tensor rowPos, int r, int tmax, int nHeads, int headDim)
     {
         outp.Expect((long)r * nHeads * headDim, "CachedAttention out"); q.Expect((long)r * nHeads * headDim, "CachedAttention q");
-        _kv.Attention(F(outp), F(q), F(kCache), F(vCache), I(rowSlot), I(rowPos), r, tmax, nHeads, headDim);
+        // a 16-bit cache takes version 2 (flash decoding), an F32 one version 1
+        if (kCache.DType is DType.BF16 or DType.F16)
+            _kv.Attention16(F(outp), F(q), H(kCache), H(vCache), I(rowSlot), I(rowPos), r, tmax, nHeads, headDim, kCache.DType == DType.BF16);
+        else _kv.Attention(F(outp), F(q), F(kCache), F(vCache), I(rowSlot), I(rowPos), r, tmax, nHeads, headDim);
     }
     public void GatherRows(Tensor dst, Tensor src, Tensor rows, int r2, int c)
     {

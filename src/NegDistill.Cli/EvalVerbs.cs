@@ -43,6 +43,7 @@ static class EvalVerbs
         eval.Add(cmd, EvalSettings.Keys.MaxNewTokens, s => s.MaxNewTokens, (s, v) => s with { MaxNewTokens = v });
         eval.Add(cmd, EvalSettings.Keys.Temperature, s => s.Temperature, (s, v) => s with { Temperature = v });
         eval.Add(cmd, EvalSettings.Keys.Slots, s => s.Slots, (s, v) => s with { Slots = v });
+        eval.Add(cmd, EvalSettings.Keys.KvCache, s => s.KvCache, (s, v) => s with { KvCache = v });
         return (job, eval, TrainVerb.DeviceOptions(cmd));
     }
 

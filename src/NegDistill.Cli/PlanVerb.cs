@@ -21,6 +21,7 @@ static class PlanVerb
         public int Questions { get; init; } = 32;
         public int N { get; init; } = 16;
         public int Slots { get; init; }
+        public string KvCache { get; init; } = "bf16";
         public double DeviceGb { get; init; } = 80;
 
         public static class Keys
@@ -34,6 +35,7 @@ static class PlanVerb
             public static readonly SettingInfo Questions = new("--questions", null, "sample: questions");
             public static readonly SettingInfo N = new("--n", null, "sample: candidates per question");
             public static readonly SettingInfo Slots = new("--slots", null, "sample: KV-cache slots (0: the most that fit, up to questions × n)");
+            public static readonly SettingInfo KvCache = new("--kv-cache", null, "sample: KV-cache element type f32, bf16 (what a GPU run picks) or f16");
             public static readonly SettingInfo DeviceGb = new("--device-gb", null, "device memory to check the plan against (GB)");
         }
 
@@ -47,6 +49,7 @@ static class PlanVerb
             c.Positive(Questions, Keys.Questions);
             c.Positive(N, Keys.N);
             c.NonNegative(Slots, Keys.Slots, "the most that fit");
+            c.Require(KvCache is "f32" or "bf16" or "f16", Keys.KvCache, $"'{KvCache}' is not f32, bf16 or f16");
             c.Positive(DeviceGb, Keys.DeviceGb);
         }
     }
@@ -64,6 +67,7 @@ static class PlanVerb
         b.Add(cmd, PlanSettings.Keys.Questions, s => s.Questions, (s, v) => s with { Questions = v });
         b.Add(cmd, PlanSettings.Keys.N, s => s.N, (s, v) => s with { N = v });
         b.Add(cmd, PlanSettings.Keys.Slots, s => s.Slots, (s, v) => s with { Slots = v });
+        b.Add(cmd, PlanSettings.Keys.KvCache, s => s.KvCache, (s, v) => s with { KvCache = v });
         b.Add(cmd, PlanSettings.Keys.DeviceGb, s => s.DeviceGb, (s, v) => s with { DeviceGb = v });
         cmd.SetAction(r => Cli.Guarded(_ => Run(b.Bind(r), Cli.Console)));
         return cmd;
@@ -83,10 +87,11 @@ static class PlanVerb
         if (p.Stage == "sample")
         {
             int seqs = p.Questions * p.N;
-            int slots = p.Slots > 0 ? p.Slots : Planning.FitSlots(cfg, dt, lora, seqs, p.Seq, CacheShape.PrefillRows, device);
-            var shape = CacheShape.For(slots, p.Seq);
-            plan = MemoryPlan.ForSampling(cfg, dt, lora, shape.Slots, shape.MaxSeq, shape.Rows);
-            title = $"sampling {p.Questions} questions × {p.N} candidates, {p.Preset}, {dt} weights, LoRA {string.Join("/", lora.Targets)} r {lora.Rank}, {slots} slots × {p.Seq} positions, {shape.Rows} rows per forward";
+            var cache = EvalSettings.CacheType(p.KvCache)!.Value;
+            int slots = p.Slots > 0 ? p.Slots : Planning.FitSlots(cfg, dt, lora, seqs, p.Seq, CacheShape.PrefillRows, device, cache: cache);
+            var shape = CacheShape.For(slots, p.Seq, cache);
+            plan = MemoryPlan.ForSampling(cfg, dt, lora, shape.Slots, shape.MaxSeq, shape.Rows, cache: cache);
+            title = $"sampling {p.Questions} questions × {p.N} candidates, {p.Preset}, {dt} weights, LoRA {string.Join("/", lora.Targets)} r {lora.Rank}, {slots} slots × {p.Seq} positions, {cache} KV cache, {shape.Rows} rows per forward";
         }
         else
         {

@@ -194,23 +194,27 @@ public sealed class StageRuns(IBackend dev, IBackend twin, GpuReport rep, Budget
         var lora = new LoraConfig();
         using var m = new LlamaModel(dev, cfg, Weights, seed: 21, drawOnDevice: true);
         m.AddLora(lora, seed: 22, trainable: false);
-        foreach (int b in batches)
+        // every batch with the backend's own KV cache (BF16 on CUDA), the largest also with the other kind
+        var own = dev.DefaultKvCache;
+        var other = own == DType.F32 ? DType.BF16 : DType.F32;
+        var runs = batches.Select(b => (b, own)).Append((batches[^1], other));
+        foreach (var (b, cache) in runs)
         {
-            if (!budget.Has(quick ? 3 : 30)) { rep.NotReached.Add($"decode at batch {b} (and larger)"); return; }
+            if (!budget.Has(quick ? 3 : 30)) { rep.NotReached.Add($"decode at batch {b}, {cache} cache (and later runs)"); return; }
             var prompts = Enumerable.Range(0, b).Select(i => Enumerable.Range(0, prompt).Select(j => 3 + (int)(CounterRng.Hash((ulong)(100 + i), (ulong)j) % (ulong)(cfg.Vocab - 3))).ToArray()).ToList();
-            SamplerSettings Settings(int n) => new() { Temperature = 0f, MaxNewTokens = n, Eos = -1, Slots = b, MaxSeq = prompt + newTokens, Seed = 1 };
+            SamplerSettings Settings(int n) => new() { Temperature = 0f, MaxNewTokens = n, Eos = -1, Slots = b, MaxSeq = prompt + newTokens, Seed = 1, Cache = cache };
             using (var warm = new Sampler(m, Settings(2))) warm.Run(prompts.Select((p, i) => new SampleRequest(i, p, 1)));
             ResetPeak();
             using var sampler = new Sampler(m, Settings(newTokens));
             var samples = sampler.Run(prompts.Select((p, i) => new SampleRequest(i, p, 1)));
             var st = sampler.Stats;
-            var plan = MemoryPlan.ForSampling(cfg, Weights, lora, b, prompt + newTokens, b + 256);
-            rep.Stages.Add(new StageRow("decode (KV cache, greedy, LoRA q/v)", $"batch {b}, prompt {prompt}, {newTokens} new tokens", 1e3 * st.Elapsed.TotalSeconds / Math.Max(1, st.Steps),
+            var plan = MemoryPlan.ForSampling(cfg, Weights, lora, b, prompt + newTokens, b + 256, cache: cache);
+            rep.Stages.Add(new StageRow($"decode ({cache} KV cache, greedy, LoRA q/v)", $"batch {b}, prompt {prompt}, {newTokens} new tokens", 1e3 * st.Elapsed.TotalSeconds / Math.Max(1, st.Steps),
                 st.TokensPerSecond, 0, PeakBytes() / (double)(1L << 30), plan.Total / (double)(1L << 30), st.Steps));
             if (samples.Any(x => x.TokenCount != newTokens))
                 rep.Checks.Add(new CheckRow("decode", "Sampler", "every sequence reached its token budget", $"batch {b}", double.NaN, 0, samples.Count(x => x.TokenCount != newTokens), false));
             var r = rep.Stages[^1];
-            GpuCheck.Say($"  decode batch {b}: {r.TokensPerSecond:F0} tok/s ({r.MsPerStep:F2} ms per step), peak {r.PeakGib:F2} GiB (plan {r.PlanGib:F2})");
+            GpuCheck.Say($"  decode batch {b}, {cache} cache: {r.TokensPerSecond:F0} tok/s ({r.MsPerStep:F2} ms per step), peak {r.PeakGib:F2} GiB (plan {r.PlanGib:F2})");
         }
     }
 

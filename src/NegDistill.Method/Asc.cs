@@ -6,8 +6,8 @@ using NegDistill.Model;
 namespace NegDistill.Method;
 
 /// <summary>KV-cache geometry of a sampling run: sequences decoded at once, positions per sequence,
-/// rows per forward (every slot's decode row plus prefill chunks).</summary>
-public sealed record CacheShape(int Slots, int MaxSeq, int Rows)
+/// rows per forward (every slot's decode row plus prefill chunks), and the cache's element type.</summary>
+public sealed record CacheShape(int Slots, int MaxSeq, int Rows, Runtime.DType Cache = Runtime.DType.F32)
 {
     public const int PrefillRows = 256;
 
@@ -15,7 +15,7 @@ public sealed record CacheShape(int Slots, int MaxSeq, int Rows)
     public static int Positions(LlamaConfig cfg, IEnumerable<int[]> prompts, int maxNew) =>
         Math.Min(cfg.MaxSeq, prompts.Select(p => p.Length).DefaultIfEmpty(1).Max() + maxNew);
 
-    public static CacheShape For(int slots, int maxSeq) => new(slots, maxSeq, slots + PrefillRows);
+    public static CacheShape For(int slots, int maxSeq, Runtime.DType cache = Runtime.DType.F32) => new(slots, maxSeq, slots + PrefillRows, cache);
 }
 
 /// <summary>
@@ -30,7 +30,7 @@ public static class Asc
         new(m, new SamplerSettings
         {
             Temperature = temperature, MaxNewTokens = maxNew, Eos = tok.EosId, Slots = shape.Slots, MaxSeq = shape.MaxSeq,
-            MaxRowsPerStep = shape.Rows, Seed = seed,
+            MaxRowsPerStep = shape.Rows, Seed = seed, Cache = shape.Cache,
         });
 
     /// <summary>Greedy (temperature 0) continuations, through the KV-cache sampler (at most 64 slots).</summary>
@@ -67,7 +67,7 @@ public static class Asc
             w.Append(ToCandidate(task, q, tok, s));
         });
         report.EndProgress("sample");
-        log.Add($"sampling ({label}, {shape.Slots} slots × {shape.MaxSeq} positions): {sampler.Stats}");
+        log.Add($"sampling ({label}, {shape.Slots} slots × {shape.MaxSeq} positions, {shape.Cache} cache): {sampler.Stats}");
     }
 
     /// <summary>Greedy decoding of every question, as candidates with index 0.</summary>

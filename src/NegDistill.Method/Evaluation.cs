@@ -94,18 +94,19 @@ public static class Evaluation
         var lora = job.Student?.Lora;
         var nat = job.Student?.NatPlan;
         int sequences = questions.Count * s.N;
-        int slots = s.Slots > 0 ? s.Slots : Planning.FitSlots(job.Base.Config, job.Base.Weights, lora, Math.Min(sequences, 256), maxSeq, CacheShape.PrefillRows, device, nat);
-        var shape = CacheShape.For(slots, maxSeq);
-        var plan = MemoryPlan.ForSampling(job.Base.Config, job.Base.Weights, lora, shape.Slots, shape.MaxSeq, shape.Rows, nat);
+        var cache = s.KvCacheType(job.Ops);
+        int slots = s.Slots > 0 ? s.Slots : Planning.FitSlots(job.Base.Config, job.Base.Weights, lora, Math.Min(sequences, 256), maxSeq, CacheShape.PrefillRows, device, nat, cache);
+        var shape = CacheShape.For(slots, maxSeq, cache);
+        var plan = MemoryPlan.ForSampling(job.Base.Config, job.Base.Weights, lora, shape.Slots, shape.MaxSeq, shape.Rows, nat, cache);
         string Name(SettingInfo k) => k.NameIn(job.Source);
-        Planning.Check(job.Report, job.Ops, plan, $"sampling {questions.Count} questions × {s.N} candidates, {job.Base.Weights} weights, {shape.Slots} slots × {shape.MaxSeq} positions",
+        Planning.Check(job.Report, job.Ops, plan, $"sampling {questions.Count} questions × {s.N} candidates, {job.Base.Weights} weights, {shape.Slots} slots × {shape.MaxSeq} positions, {cache} KV cache",
             $"{Name(EvalSettings.Keys.Slots)}, {Name(EvalSettings.Keys.MaxNewTokens)} or the prompt length", device);
         List<Candidate>? g = null;
         using (var m = LoadStudent(job.Ops, job.Base, job.Student, job.Seed))   // the student is freed before M_rank loads
         {
             job.Report.Line(job.Student == null ? $"adapter: none (the base model {job.Base.Dir})" : $"adapter: {job.Student.Description}");
             Asc.SampleCandidates(m, tok, task, questions, s.N, s.MaxNewTokens, s.Temperature, job.Seed, shape, path, label, job.Report, log);
-            if (greedy) g = Asc.GreedyCandidates(m, tok, task, questions, s.MaxNewTokens, CacheShape.For(Math.Min(shape.Slots, questions.Count), shape.MaxSeq));
+            if (greedy) g = Asc.GreedyCandidates(m, tok, task, questions, s.MaxNewTokens, CacheShape.For(Math.Min(shape.Slots, questions.Count), shape.MaxSeq, cache));
         }
         if (job.Ranker != null)
         {

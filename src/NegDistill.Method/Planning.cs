@@ -30,10 +30,11 @@ public static class Planning
 
     /// <summary>The most KV-cache slots (at most <paramref name="sequences"/>, halving from there) whose
     /// sampling plan fits in <paramref name="device"/>; at least 1.</summary>
-    public static int FitSlots(LlamaConfig cfg, DType weights, LoraConfig? lora, int sequences, int maxSeq, int extraRows, long device, MemoryPlan.NatPlan? nat = null)
+    public static int FitSlots(LlamaConfig cfg, DType weights, LoraConfig? lora, int sequences, int maxSeq, int extraRows, long device,
+        MemoryPlan.NatPlan? nat = null, DType cache = DType.F32)
     {
         int s = Math.Max(1, sequences);
-        while (s > 1 && MemoryPlan.ForSampling(cfg, weights, lora, s, maxSeq, s + extraRows, nat).Total > device) s = (s + 1) / 2;
+        while (s > 1 && MemoryPlan.ForSampling(cfg, weights, lora, s, maxSeq, s + extraRows, nat, cache).Total > device) s = (s + 1) / 2;
         return s;
     }
 }

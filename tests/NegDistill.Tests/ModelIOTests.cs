@@ -109,17 +109,19 @@ public class MemoryPlanTests
         Assert.That(ops.AllocatedBytes, Is.EqualTo(ops.PeakBytes), "no buffer was grown and reallocated");
     }
 
-    [TestCase(false, 3, 40, 0)]
-    [TestCase(true, 3, 40, 0)]
-    [TestCase(true, 4, 64, 9)]
-    public void SamplingPlanEqualsWhatTheSamplerAllocates(bool withLora, int slots, int maxSeq, int maxRows)
+    [TestCase(false, 3, 40, 0, DType.F32)]
+    [TestCase(true, 3, 40, 0, DType.F32)]
+    [TestCase(true, 4, 64, 9, DType.F32)]
+    [TestCase(true, 4, 64, 9, DType.BF16)]
+    [TestCase(false, 3, 40, 0, DType.F16)]
+    public void SamplingPlanEqualsWhatTheSamplerAllocates(bool withLora, int slots, int maxSeq, int maxRows, DType cache)
     {
         var ops = new CpuBackend();
         var cfg = LlamaConfig.Tiny;
         var lora = withLora ? new LoraConfig { Targets = [Proj.q_proj, Proj.v_proj, Proj.up_proj] } : null;
         using var m = new LlamaModel(ops, cfg, DType.BF16, trainBase: false, seed: 1);
         if (lora != null) m.AddLora(lora, seed: 2, trainable: false);
-        var settings = new SamplerSettings { Temperature = 1f, MaxNewTokens = 12, Slots = slots, MaxSeq = maxSeq, MaxRowsPerStep = maxRows, Seed = 3 };
+        var settings = new SamplerSettings { Temperature = 1f, MaxNewTokens = 12, Slots = slots, MaxSeq = maxSeq, MaxRowsPerStep = maxRows, Seed = 3, Cache = cache };
         using (var sampler = new Sampler(m, settings))
         {
             // prompts of several lengths, more sequences than slots: prefill chunks of every size and decode steps
@@ -128,8 +130,9 @@ public class MemoryPlanTests
             Assert.That(got, Has.Count.EqualTo(10));
         }
         int rows = maxRows > 0 ? maxRows : slots + 256;
-        var plan = MemoryPlan.ForSampling(cfg, DType.BF16, lora, slots, maxSeq, rows);
+        var plan = MemoryPlan.ForSampling(cfg, DType.BF16, lora, slots, maxSeq, rows, cache: cache);
         Assert.That(plan.Total, Is.EqualTo(ops.PeakBytes), plan.Render("tiny sampling"));
+        Assert.That(plan.Render("tiny sampling"), Does.Contain($"positions, {cache})"));
     }
 
     [Test]
@@ -148,6 +151,13 @@ public class MemoryPlanTests
         Assert.That(plan.Total, Is.LessThan(80L * 1000 * 1000 * 1000), "must fit one 80 GB GPU");
         // All 512 sequences in the cache at once would not (275 GB of F32 cache):
         Assert.That(MemoryPlan.ForSampling(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), 512, 512, 768).Total, Is.GreaterThan(80L * 1000 * 1000 * 1000));
+        // A BF16 cache is half the bytes: 17,179,869,184 fewer, and twice the slots fit the same 80 GB
+        var bf = MemoryPlan.ForSampling(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), slots: 64, maxSeq: 512, maxRows: 320, cache: DType.BF16);
+        Assert.That(bf.Total, Is.EqualTo(hand - 17_179_869_184L));
+        long gpu = 80L * 1000 * 1000 * 1000;
+        int f32Slots = Method.Planning.FitSlots(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), 256, 512, 256, gpu);
+        int bf16Slots = Method.Planning.FitSlots(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), 256, 512, 256, gpu, cache: DType.BF16);
+        Assert.That((f32Slots, bf16Slots), Is.EqualTo((64, 128)));
     }
 
     [Test]

@@ -27,9 +27,11 @@ public class SamplerTests
 
     /// <summary>Cache write, cached attention (prefill rows of one slot next to decode rows of others,
     /// positions 0 to Tmax − 1) and row gather: kernels vs twin. Tolerance as KernelParityTests: fp32 on
-    /// both sides, tree vs sequential max/Σexp, different exp; 1e-5 absolute + 1e-4 relative.</summary>
+    /// both sides, tree vs sequential max/Σexp, different exp; 1e-5 absolute + 1e-4 relative. A 16-bit
+    /// cache takes the kernels' version 2 (flash decoding) and the twin's widening path; both narrow the
+    /// written values the same way (round to nearest even), so the caches are equal bit for bit.</summary>
     [Test]
-    public void Sampler_CacheOps_KernelsMatchCpuTwin([Values(1, 7, 40)] int tmax)
+    public void Sampler_CacheOps_KernelsMatchCpuTwin([Values(1, 7, 40)] int tmax, [Values(DType.F32, DType.BF16, DType.F16)] DType cache)
     {
         int S = 3, H = 2, hd = 4, C = H * hd;
         // slot 1 gets a prefill chunk at positions 0..k−1, slots 0 and 2 one decode row each
@@ -41,7 +43,7 @@ public class SamplerTests
         int[] rows = [R - 1, 0, 2];
         var res = OnBoth(new()
         {
-            ["kc"] = F(1, 1, S, tmax, C), ["vc"] = F(2, 1, S, tmax, C), ["k"] = F(3, 1, R, C), ["v"] = F(4, 1, R, C), ["q"] = F(5, 2, R, C),
+            ["kc"] = F(1, 1, S, tmax, C) with { Item1 = cache }, ["vc"] = F(2, 1, S, tmax, C) with { Item1 = cache }, ["k"] = F(3, 1, R, C), ["v"] = F(4, 1, R, C), ["q"] = F(5, 2, R, C),
             ["slot"] = I([.. slot]), ["pos"] = I([.. pos]), ["out"] = Z(R, C), ["rows"] = I(rows), ["sel"] = Z(rows.Length, C),
         }, (ops, t) =>
         {
@@ -51,6 +53,38 @@ public class SamplerTests
         }, "kc", "vc", "out", "sel");
         foreach (var o in new[] { "kc", "vc", "out", "sel" }) TestUtil.Close(res[0].F[o], res[1].F[o], 1e-5f, 1e-4f, o);
         Assert.That(res[0].F["kc"], Is.EqualTo(res[1].F["kc"]), "the cache write is a copy");
+        Assert.That(res[0].F["vc"], Is.EqualTo(res[1].F["vc"]), "the cache write is a copy");
+    }
+
+    /// <summary>The twin's cached attention over a BF16 or F16 cache equals, bit for bit, its attention over
+    /// an F32 cache that holds the same values rounded to 16 bits: widening is exact and the arithmetic
+    /// after it is the same. Also: the 16-bit cache's bytes are half the F32 cache's.</summary>
+    [Test]
+    public void Sampler_16BitCache_IsTheF32CacheOfRoundedValues([Values(DType.BF16, DType.F16)] DType cache, [Values(4, 20)] int hd)
+    {
+        var ops = new CpuBackend();
+        bool bf16 = cache == DType.BF16;
+        int T = 11, H = 2, C = H * hd, tmax = 16;
+        var q = TestUtil.Rand(T * C, 1); var k = TestUtil.Rand(T * C, 2); var v = TestUtil.Rand(T * C, 3);
+        float[] Round(float[] x) => x.Select(e => Checkpoints.HalfPrecision.Widen(Checkpoints.HalfPrecision.Narrow(e, bf16), bf16)).ToArray();
+        float[] Run(DType dt, float[] kk, float[] vv, out long bytes)
+        {
+            using var tq = ops.Alloc("q", DType.F32, T, C); using var tk = ops.Alloc("k", DType.F32, T, C); using var tv = ops.Alloc("v", DType.F32, T, C);
+            using var kc = ops.Alloc("kc", dt, 2, tmax, C); using var vc = ops.Alloc("vc", dt, 2, tmax, C);
+            using var slot = ops.Alloc("slot", DType.I32, T); using var pos = ops.Alloc("pos", DType.I32, T); using var o = ops.Alloc("o", DType.F32, T, C);
+            ops.Upload(tq, q); ops.Upload(tk, kk); ops.Upload(tv, vv);
+            ops.Upload(slot, Enumerable.Range(0, T).Select(i => i % 2).ToArray()); ops.Upload(pos, Enumerable.Range(0, T).Select(i => i / 2).ToArray());
+            ops.CacheWrite(kc, vc, tk, tv, slot, pos, T, tmax, C);
+            ops.CachedAttention(o, tq, kc, vc, slot, pos, T, tmax, H, hd);
+            bytes = kc.Bytes + vc.Bytes;
+            return TestUtil.Get(ops, o);
+        }
+        var half = Run(cache, k, v, out long b16);
+        var full = Run(DType.F32, Round(k), Round(v), out long b32);
+        Assert.That(half, Is.EqualTo(full));
+        Assert.That(b16 * 2, Is.EqualTo(b32));
+        // and the rounding is not a no-op: the unrounded F32 cache gives other bits
+        Assert.That(Run(DType.F32, k, v, out _), Is.Not.EqualTo(half));
     }
 
     /// <summary>Cached attention over a slot's whole history equals the training attention (causal,
@@ -330,11 +364,13 @@ public class SamplerTests
         }
     }
 
-    static IReadOnlyList<Sample> RunSampler(LlamaModel m, int slots, int maxRows, out SamplerStats stats, int requests = 4, int n = 3, int maxNew = 14)
+    static IReadOnlyList<Sample> RunSampler(LlamaModel m, int slots, int maxRows, out SamplerStats stats, int requests = 4, int n = 3, int maxNew = 14,
+        DType cache = DType.F32)
     {
         var settings = new SamplerSettings
         {
             Temperature = 1f, TopK = 40, TopP = 0.95f, MaxNewTokens = maxNew, Eos = 5, Slots = slots, MaxSeq = 30, MaxRowsPerStep = maxRows, Seed = 77,
+            Cache = cache,
         };
         using var sampler = new Sampler(m, settings);
         var reqs = Prompts(m.Config.Vocab).Take(requests).Select((p, i) => new SampleRequest(100 + i, p, n));
@@ -382,20 +418,49 @@ public class SamplerTests
 
     /// <summary>The sampler on the kernels (ILGPU CPU accelerator) draws the same candidates as on the
     /// CPU twin from the same seeds (log-probabilities to 1e-4: logits differ in the last bits).
-    /// 2 requests × 2 samples of up to 8 tokens: ILGPU's CPU accelerator is slow.</summary>
+    /// 2 requests × 2 samples of up to 8 tokens: ILGPU's CPU accelerator is slow. With a BF16 cache the
+    /// kernels run flash decoding (KV-cache kernels version 2) and the twin its widening path.</summary>
     [Test]
-    public void Sampler_OnKernels_EqualsCpuTwin()
+    public void Sampler_OnKernels_EqualsCpuTwin([Values(DType.F32, DType.BF16)] DType cache)
     {
-        var a = RunOn(new CpuBackend());
-        var b = RunOn(TestUtil.Ilgpu);
+        var a = RunOn(new CpuBackend(), cache);
+        var b = RunOn(TestUtil.Ilgpu, cache);
         Assert.That(b.Select(x => x.Tokens), Is.EqualTo(a.Select(x => x.Tokens)));
         for (int i = 0; i < a.Count; i++) Assert.That(b[i].LogProb, Is.EqualTo(a[i].LogProb).Within(1e-4));
 
-        static IReadOnlyList<Sample> RunOn(IBackend ops)
+        static IReadOnlyList<Sample> RunOn(IBackend ops, DType cache)
         {
             using var m = TinyModel(ops, lora: true);
-            return RunSampler(m, 2, 0, out _, requests: 2, n: 2, maxNew: 8);
+            return RunSampler(m, 2, 0, out _, requests: 2, n: 2, maxNew: 8, cache: cache);
         }
+    }
+
+    /// <summary>Decoding through a BF16 cache stays close to decoding through the F32 cache: the logits of
+    /// every step of a greedy run (tiny model, outputs O(1)) within 0.05 absolute, what BF16's 2⁻⁸ relative
+    /// rounding of K and V allows after a few layers; and the F32 cache's logits differ (the BF16 path is taken).</summary>
+    [Test]
+    public void Sampler_Bf16Cache_LogitsCloseToF32Cache()
+    {
+        var ops = new CpuBackend();
+        using var m = TinyModel(ops, lora: false);
+        int v = m.Config.Vocab;
+        var prompt = Tokens(6, 5, v);
+        float[] Steps(DType cache)
+        {
+            using var kv = new KvCache(m, slots: 1, maxSeq: 16, maxRows: 8, cache);
+            var all = new List<float>();
+            var logits = m.ForwardRows(prompt, new int[prompt.Length], Enumerable.Range(0, prompt.Length).ToArray(), kv, [prompt.Length - 1]);
+            all.AddRange(logits);
+            for (int p = prompt.Length; p < 12; p++)
+            {
+                logits = m.ForwardRows([3 + p], [0], [p], kv, [0]);
+                all.AddRange(logits);
+            }
+            return [.. all];
+        }
+        var f32 = Steps(DType.F32); var bf = Steps(DType.BF16);
+        TestUtil.Close(bf, f32, 5e-2f, 0f, "logits");
+        Assert.That(bf, Is.Not.EqualTo(f32));
     }
 
     /// <summary>Stop strings end a sample once the decoded continuation contains them (tokens kept), and

@@ -46,6 +46,17 @@ public class SettingsTests
         var ex = Assert.Throws<SettingsException>(config.ThrowIfAny);
         Assert.That(ex!.Message, Does.StartWith("p.json: invalid config\n  train.micro_batch:"));
         Assert.That(new TrainSettings().Steps, Is.EqualTo(new Train.TrainConfig().Steps), "one default for the steps");
+        var kv = new SettingsCheck(SettingSource.Config, "p.json");
+        new EvalSettings { Data = "x", KvCache = "int8" }.Check(kv, data: false);
+        Assert.That(kv.Errors, Has.Some.StartsWith("eval.kv_cache: 'int8' is not auto, f32, bf16 or f16"));
+    }
+
+    [Test]
+    public void KvCacheAuto_IsBf16OnAGpu_AndF32OnTheCpuTwin()
+    {
+        Assert.That(new EvalSettings().KvCacheType(new Runtime.CpuBackend()), Is.EqualTo(Runtime.DType.F32));
+        Assert.That(new EvalSettings { KvCache = "f16" }.KvCacheType(new Runtime.CpuBackend()), Is.EqualTo(Runtime.DType.F16));
+        Assert.That(TestUtil.Ilgpu.IsCuda ? Runtime.DType.BF16 : Runtime.DType.F32, Is.EqualTo(new EvalSettings().KvCacheType(TestUtil.Ilgpu)));
     }
 
     [Test]

@@ -49,6 +49,8 @@ public sealed record SamplerSettings
     /// <summary>Rows per forward: every active slot's decode row, the rest for prefill chunks. 0: Slots + 256.</summary>
     public int MaxRowsPerStep { get; init; }
     public ulong Seed { get; init; }
+    /// <summary>The KV cache's element type: F32, or BF16/F16 at half the bytes (twice the slots in the same memory).</summary>
+    public Runtime.DType Cache { get; init; } = Runtime.DType.F32;
 }
 
 /// <summary>Counters of the last <see cref="Sampler.Run"/>.</summary>
@@ -89,7 +91,7 @@ public sealed class Sampler : IDisposable
         int rows = settings.MaxRowsPerStep > 0 ? settings.MaxRowsPerStep : settings.Slots + 256;
         if (rows < settings.Slots) throw new ArgumentOutOfRangeException(nameof(settings), $"MaxRowsPerStep {rows} is below the {settings.Slots} slots' decode rows");
         (_model, _s) = (model, settings);
-        Cache = new KvCache(model, settings.Slots, settings.MaxSeq, rows);
+        Cache = new KvCache(model, settings.Slots, settings.MaxSeq, rows, settings.Cache);
     }
 
     public KvCache Cache { get; }

@@ -60,9 +60,13 @@ public static class ActivationSizes
         return [new("tokens", I32, n), new("pos", I32, n), new("mask", F32, n), new("targets", I32, n)];
     }
 
-    /// <summary>K and V of every slot, per layer (S, Tmax, C).</summary>
-    public static BufferSpec[] KvCache(LlamaConfig c, int slots, int maxSeq) =>
-        Enumerable.Range(0, c.Layers).SelectMany(l => new BufferSpec[] { new($"kv.k{l}", F32, slots, maxSeq, c.Dim), new($"kv.v{l}", F32, slots, maxSeq, c.Dim) }).ToArray();
+    /// <summary>K and V of every slot, per layer (S, Tmax, C), in <paramref name="cache"/> (F32, BF16 or F16).</summary>
+    public static BufferSpec[] KvCache(LlamaConfig c, int slots, int maxSeq, DType cache = F32)
+    {
+        if (cache is not (F32 or DType.BF16 or DType.F16))
+            throw new ArgumentOutOfRangeException(nameof(cache), cache, "a KV cache is F32, BF16 or F16");
+        return Enumerable.Range(0, c.Layers).SelectMany(l => new BufferSpec[] { new($"kv.k{l}", cache, slots, maxSeq, c.Dim), new($"kv.v{l}", cache, slots, maxSeq, c.Dim) }).ToArray();
+    }
 
     /// <summary>The KV-cache forward's row buffers and the sampler's I/O, for up to R rows per call.</summary>
     public static BufferSpec[] KvRows(LlamaConfig c, int rows)

@@ -92,7 +92,9 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
     /// </summary>
     /// <param name="nat">for a NAT student (LoRA_neg + LoRA_pos + integration units, frozen): their
     /// settings; <paramref name="lora"/> is then ignored</param>
-    public static MemoryPlan ForSampling(LlamaConfig c, DType weights, LoraConfig? lora, int slots, int maxSeq, int maxRows, NatPlan? nat = null)
+    /// <param name="cache">the KV cache's element type (F32, BF16 or F16)</param>
+    public static MemoryPlan ForSampling(LlamaConfig c, DType weights, LoraConfig? lora, int slots, int maxSeq, int maxRows, NatPlan? nat = null,
+        DType cache = DType.F32)
     {
         long L = c.Layers;
         int R = maxRows;
@@ -122,7 +124,7 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
             items.Add(("LoRA weights (F32, frozen)", adapterParams * 4));
             items.Add(("LoRA row buffers", adapterRows));
         }
-        items.Add(($"KV cache ({slots} slots × {maxSeq} positions, F32)", ActivationSizes.Bytes(ActivationSizes.KvCache(c, slots, maxSeq))));
+        items.Add(($"KV cache ({slots} slots × {maxSeq} positions, {cache})", ActivationSizes.Bytes(ActivationSizes.KvCache(c, slots, maxSeq, cache))));
         var kvRows = ActivationSizes.KvRows(c, R);
         items.Add(($"row buffers ({maxRows} rows per forward)", ActivationSizes.Bytes(kvRows.Where(b => b.Type == DType.F32 && b.Name != "kv.sampled.lp"))));
         items.Add(("row ids, positions, seeds, sampled tokens", ActivationSizes.Bytes(kvRows.Where(b => b.Type != DType.F32 || b.Name == "kv.sampled.lp"))));

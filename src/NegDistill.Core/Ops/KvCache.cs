@@ -9,7 +9,8 @@ namespace NegDistill.Ops;
 /// <summary>
 /// The KV cache of batched decoding. A forward is a set of R rows; row r is one token of slot
 /// rowSlot[r] at absolute position rowPos[r]. The cache holds, per layer, K and V as (S, Tmax, C)
-/// with C = H·hd: slot s, position t, channel c at ((s·Tmax + t)·C + c).
+/// with C = H·hd: slot s, position t, channel c at ((s·Tmax + t)·C + c), in F32 or in 16 bits (BF16/F16:
+/// half the bytes, so twice the slots; values narrowed once when written, widened when read).
 ///
 ///   CacheWrite       kCache[slot_r, pos_r, :] = k_r,   vCache[slot_r, pos_r, :] = v_r
 ///   CachedAttention  for row r and head h, with p = pos_r and s = slot_r:
@@ -165,6 +166,57 @@ public static class KvCacheOps
                 AttendOne(outp.Slice(r * C + h * hd, hd), q.Slice(r * C + h * hd, hd),
                     kCache.Slice((int)so + h * hd, tmax * C - h * hd), vCache.Slice((int)so + h * hd, tmax * C - h * hd), scores, p, C, hd);
         }
+    }
+
+    /// <summary><see cref="Write{T}"/> into 16-bit caches (BF16, or F16): each value narrowed once, as the
+    /// kernels' 16-bit cache write does.</summary>
+    public static void Write16<T>(Span<ushort> kCache, Span<ushort> vCache, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
+        ReadOnlySpan<int> rowSlot, ReadOnlySpan<int> rowPos, int R, int tmax, int C, bool bf16)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int slots = kCache.Length / (tmax * C);
+        for (int r = 0; r < R; r++)
+        {
+            CheckRow(rowSlot[r], rowPos[r], slots, tmax, r);
+            int o = (rowSlot[r] * tmax + rowPos[r]) * C;
+            for (int c = 0; c < C; c++)
+            {
+                kCache[o + c] = Checkpoints.HalfPrecision.Narrow(float.CreateTruncating(k[r * C + c]), bf16);
+                vCache[o + c] = Checkpoints.HalfPrecision.Narrow(float.CreateTruncating(v[r * C + c]), bf16);
+            }
+        }
+    }
+
+    /// <summary><see cref="Attend{T}"/> over 16-bit caches: per (row, head) the slot's keys and values up to the
+    /// row's position are widened into a (p+1, hd) scratch, then <see cref="AttendOne{T}"/> runs on it.</summary>
+    public static void Attend16<T>(Span<T> outp, ReadOnlySpan<T> q, ReadOnlySpan<ushort> kCache, ReadOnlySpan<ushort> vCache,
+        ReadOnlySpan<int> rowSlot, ReadOnlySpan<int> rowPos, int r0, int r1, int tmax, int H, int hd, bool bf16)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int C = H * hd, slots = kCache.Length / (tmax * C);
+        var pool = System.Buffers.ArrayPool<T>.Shared;
+        T[] scores = pool.Rent(tmax), kw = pool.Rent(tmax * hd), vw = pool.Rent(tmax * hd);
+        try
+        {
+            for (int r = r0; r < r1; r++)
+            {
+                int slot = rowSlot[r], p = rowPos[r];
+                CheckRow(slot, p, slots, tmax, r);
+                long so = (long)slot * tmax * C;
+                for (int h = 0; h < H; h++)
+                {
+                    for (int j = 0; j <= p; j++)
+                        for (int i = 0; i < hd; i++)
+                        {
+                            long src = so + (long)j * C + h * hd + i;
+                            kw[j * hd + i] = T.CreateTruncating(Checkpoints.HalfPrecision.Widen(kCache[(int)src], bf16));
+                            vw[j * hd + i] = T.CreateTruncating(Checkpoints.HalfPrecision.Widen(vCache[(int)src], bf16));
+                        }
+                    AttendOne(outp.Slice(r * C + h * hd, hd), q.Slice(r * C + h * hd, hd), kw, vw, scores, p, hd, hd);
+                }
+            }
+        }
+        finally { pool.Return(scores); pool.Return(kw); pool.Return(vw); }
     }
 
     /// <param name="dst">(R2,C)</param><param name="src">(R,C)</param><param name="rows">(R2) indices into src</param>

@@ -56,6 +56,7 @@ public sealed class CpuBackend : CpuBackend<float>;
 public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754<T>
 {
     public string Name => typeof(T) == typeof(float) ? "cpu" : $"cpu-{typeof(T).Name.ToLowerInvariant()}";
+    public DType DefaultKvCache => DType.F32;
 
     static CpuTensor<T> C(Tensor t) => t as CpuTensor<T> ?? throw new ArgumentException($"tensor {t} does not belong to the {typeof(T).Name} CPU backend");
     static ArraySegment<T> F(Tensor t) => C(t).F;
@@ -254,16 +255,28 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
     public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c)
     {
         k.Expect((long)r * c, "CacheWrite k"); v.Expect((long)r * c, "CacheWrite v");
-        KvCacheOps.Write<T>(F(kCache), F(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c);
+        if (kCache.DType is DType.BF16 or DType.F16)
+            KvCacheOps.Write16<T>(C(kCache).H, C(vCache).H, F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c, kCache.DType == DType.BF16);
+        else KvCacheOps.Write<T>(F(kCache), F(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c);
     }
     public void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowSlot, Tensor rowPos, int r, int tmax, int nHeads, int headDim)
     {
         int c = nHeads * headDim;
         outp.Expect((long)r * c, "CachedAttention out"); q.Expect((long)r * c, "CachedAttention q");
-        var (o, qs, kc, vc, sl, ps) = (F(outp), F(q), F(kCache), F(vCache), I(rowSlot), I(rowPos));
-        // rows are independent; split them over threads once there is enough work to pay for it
-        if (r == 1 || (long)r * tmax * c < 1 << 16) KvCacheOps.Attend<T>(o, qs, kc, vc, sl, ps, 0, r, tmax, nHeads, headDim);
-        else Parallel.For(0, r, ri => KvCacheOps.Attend<T>(o, qs, kc, vc, sl, ps, ri, ri + 1, tmax, nHeads, headDim));
+        var (o, qs, sl, ps) = (F(outp), F(q), I(rowSlot), I(rowPos));
+        bool serial = r == 1 || (long)r * tmax * c < 1 << 16;   // rows are independent; split them once that pays
+        if (kCache.DType is DType.BF16 or DType.F16)
+        {
+            var (kc, vc, bf) = (C(kCache).H, C(vCache).H, kCache.DType == DType.BF16);
+            if (serial) KvCacheOps.Attend16<T>(o, qs, kc, vc, sl, ps, 0, r, tmax, nHeads, headDim, bf);
+            else Parallel.For(0, r, ri => KvCacheOps.Attend16<T>(o, qs, kc, vc, sl, ps, ri, ri + 1, tmax, nHeads, headDim, bf));
+        }
+        else
+        {
+            var (kc, vc) = (F(kCache), F(vCache));
+            if (serial) KvCacheOps.Attend<T>(o, qs, kc, vc, sl, ps, 0, r, tmax, nHeads, headDim);
+            else Parallel.For(0, r, ri => KvCacheOps.Attend<T>(o, qs, kc, vc, sl, ps, ri, ri + 1, tmax, nHeads, headDim));
+        }
     }
     public void GatherRows(Tensor dst, Tensor src, Tensor rows, int r2, int c)
     {

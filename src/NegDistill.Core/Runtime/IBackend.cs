@@ -13,6 +13,10 @@ namespace NegDistill.Runtime;
 public interface IBackend : IDisposable
 {
     string Name { get; }
+    /// <summary>The KV cache's element type where the user leaves it to the engine (`--kv-cache auto`):
+    /// BF16 on a GPU (half the bytes, twice the slots; the decode kernels read 16-bit rows), F32 on the
+    /// CPU twin (its exact reference path).</summary>
+    DType DefaultKvCache { get; }
 
     // ---- memory ---------------------------------------------------------------------------
     Tensor Alloc(string name, DType dtype, params int[] shape);           // zero-filled
@@ -72,7 +76,8 @@ public interface IBackend : IDisposable
 
     // ---- KV-cache inference (math: Ops/KvCache.cs, Ops/Sampling.cs) --------------------------
     // A forward is R rows, row r = one token of slot rowSlot[r] (I32) at absolute position rowPos[r] (I32).
-    /// <summary>kCache, vCache (S,Tmax,C) at [slot_r, pos_r, :] ← k, v (R,C).</summary>
+    /// <summary>kCache, vCache (S,Tmax,C) at [slot_r, pos_r, :] ← k, v (R,C); the caches are F32, or BF16/F16
+    /// (narrowed as written: half the bytes).</summary>
     void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c);
     /// <summary>out (R,C): row r, head h attends to its slot's cache positions 0..rowPos[r] inclusive
     /// (max-subtracted softmax, scale 1/√hd), so prefill rows and decode rows are the same op.</summary>

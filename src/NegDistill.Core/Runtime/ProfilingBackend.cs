@@ -14,6 +14,7 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
 
     public IBackend Inner => _inner;
     public string Name => _inner.Name + "+profile";
+    public DType DefaultKvCache => _inner.DefaultKvCache;
 
     /// <summary>(op, seconds, calls), most expensive first.</summary>
     public IReadOnlyList<(string Op, double Seconds, long Calls)> Report() =>

@@ -13,6 +13,7 @@ public sealed record EvalSettings
     public float Temperature { get; set; } = 0.7f;
     public int Limit { get; set; }
     public int Slots { get; set; }
+    public string KvCache { get; set; } = "auto";
 
     public static class Keys
     {
@@ -24,9 +25,11 @@ public sealed record EvalSettings
         public static readonly SettingInfo Temperature = new("--temperature", "eval.temperature", "sampling temperature (positive)");
         public static readonly SettingInfo Limit = new("--limit", "eval.limit", "only the first K questions (0: all)");
         public static readonly SettingInfo Slots = new("--slots", "eval.slots", "KV-cache slots, i.e. sequences decoded at once (0: the most that fit the device, up to 256)");
+        public static readonly SettingInfo KvCache = new("--kv-cache", "eval.kv_cache", "KV-cache element type: auto (bf16 on a GPU, f32 on the CPU), f32, bf16 or f16; 16 bits hold twice the slots");
     }
 
     public static readonly string[] Tasks = ["math", "gsm8k"];
+    public static readonly string[] KvCacheTypes = ["auto", "f32", "bf16", "f16"];
 
     /// <summary>Checks what sampling reads; <paramref name="data"/> false leaves the test data out (vote reads it itself).</summary>
     public void Check(SettingsCheck c, bool data = true)
@@ -39,7 +42,18 @@ public sealed record EvalSettings
             $"must be a positive number (got {Temperature}); at 0 the N candidates would be N copies of the greedy answer, which eval decodes anyway");
         c.NonNegative(Limit, Keys.Limit, "every question");
         c.NonNegative(Slots, Keys.Slots, "the most that fit");
+        c.Require(KvCacheTypes.Contains(KvCache), Keys.KvCache, $"'{KvCache}' is not auto, f32, bf16 or f16");
     }
+
+    /// <summary>The KV cache's element type on <paramref name="ops"/>: the named one, or the backend's default for auto.</summary>
+    public Runtime.DType KvCacheType(Runtime.IBackend ops) => CacheType(KvCache) ?? ops.DefaultKvCache;
+
+    /// <summary>f32, bf16, f16 → their type; auto → null (the backend decides).</summary>
+    public static Runtime.DType? CacheType(string name) => name switch
+    {
+        "f32" => Runtime.DType.F32, "bf16" => Runtime.DType.BF16, "f16" => Runtime.DType.F16, "auto" => null,
+        _ => throw new ArgumentOutOfRangeException(nameof(name), name, "a KV cache is auto, f32, bf16 or f16"),
+    };
 
     public Data.Evaluation.AnswerTask AnswerTask => Task == "gsm8k" ? NegDistill.Data.Evaluation.AnswerTask.Gsm8k : NegDistill.Data.Evaluation.AnswerTask.Math;
 }
