@@ -344,19 +344,19 @@ public sealed class IlgpuBackend : IBackend
     public void AttentionBackwardV1(Tensor dq, Tensor dk, Tensor dv, Tensor datt, Tensor dout, Tensor att, Tensor q, Tensor k, Tensor v, int b, int t, int nHeads, int headDim)
         => _attn.Backward(F(dq), F(dk), F(dv), F(datt), F(dout), F(att), F(q), F(k), F(v), b, t, nHeads, headDim);
 
-    public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c)
+    public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowMap, Tensor rowPos, int r, int c)
     {
-        k.Expect((long)r * c, "CacheWrite k"); v.Expect((long)r * c, "CacheWrite v");
-        if (kCache.DType is DType.BF16 or DType.F16) _kv.Write16(H(kCache), H(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c, kCache.DType == DType.BF16);
-        else _kv.Write(F(kCache), F(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c);
+        k.Expect((long)r * c, "CacheWrite k"); v.Expect((long)r * c, "CacheWrite v"); rowMap.Expect(3L * r, "CacheWrite rowMap");
+        if (kCache.DType is DType.BF16 or DType.F16) _kv.Write16(H(kCache), H(vCache), F(k), F(v), I(rowMap), I(rowPos), r, c, kCache.DType == DType.BF16);
+        else _kv.Write(F(kCache), F(vCache), F(k), F(v), I(rowMap), I(rowPos), r, c);
     }
-    public void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowSlot, Tensor rowPos, int r, int tmax, int nHeads, int headDim)
+    public void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowMap, Tensor rowPos, int r, int maxContext, int nHeads, int headDim)
     {
-        outp.Expect((long)r * nHeads * headDim, "CachedAttention out"); q.Expect((long)r * nHeads * headDim, "CachedAttention q");
+        outp.Expect((long)r * nHeads * headDim, "CachedAttention out"); q.Expect((long)r * nHeads * headDim, "CachedAttention q"); rowMap.Expect(3L * r, "CachedAttention rowMap");
         // a 16-bit cache takes version 2 (flash decoding), an F32 one version 1
         if (kCache.DType is DType.BF16 or DType.F16)
-            _kv.Attention16(F(outp), F(q), H(kCache), H(vCache), I(rowSlot), I(rowPos), r, tmax, nHeads, headDim, kCache.DType == DType.BF16);
-        else _kv.Attention(F(outp), F(q), F(kCache), F(vCache), I(rowSlot), I(rowPos), r, tmax, nHeads, headDim);
+            _kv.Attention16(F(outp), F(q), H(kCache), H(vCache), I(rowMap), I(rowPos), r, maxContext, nHeads, headDim, kCache.DType == DType.BF16);
+        else _kv.Attention(F(outp), F(q), F(kCache), F(vCache), I(rowMap), I(rowPos), r, maxContext, nHeads, headDim);
     }
     public void GatherRows(Tensor dst, Tensor src, Tensor rows, int r2, int c)
     {

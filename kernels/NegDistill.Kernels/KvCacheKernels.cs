@@ -5,10 +5,11 @@ namespace NegDistill.Kernels;
 
 /// <summary>
 /// KV cache of batched decoding: cache write, cached attention, row gather. CPU twin and the math:
-/// src/NegDistill.Core/Ops/KvCache.cs. A forward is R rows, row r = one token of slot rowSlot[r] at
-/// position rowPos[r]; the caches are (S, Tmax, C) per layer.
+/// src/NegDistill.Core/Ops/KvCache.cs. A forward is R rows, row r = one token at position rowPos[r];
+/// the caches are a pool (P, C) per layer, and rowMap[r] = (pb, L, ob) places the row's sequence in it:
+/// position j at cache row pb + j below L (a shared prompt), ob + j − L from L on (<see cref="CacheRow"/>).
 ///
-///   WriteKernel      one thread per (row, channel): k and v rows scattered to their (slot, pos).
+///   WriteKernel      one thread per (row, channel): k and v rows scattered to their cache rows.
 ///   AttentionKernel  one group per (row, head). Pass 1: threads stride over the keys 0..p, each
 ///                    computing a whole hd-long dot product, scores to a (R·H, Tmax) scratch; group
 ///                    max and Σexp by GroupReduce trees. Pass 2: threads stride over the head
@@ -26,32 +27,39 @@ namespace NegDistill.Kernels;
 /// </summary>
 public static class KvCacheKernels
 {
+    /// <summary>Tmax: the most positions a row's sequence has (rowPos + 1 ≤ Tmax), the scratch's row length.</summary>
     public struct Dims { public int Tmax, H, Hd; public float Scale; }
 
-    /// <summary>Grid: R·C threads. kCache, vCache (S,Tmax,C); k, v (R,C); rowSlot, rowPos (R).</summary>
+    /// <summary>The cache row of position <paramref name="j"/> of row <paramref name="r"/>'s sequence under rowMap (R,3).</summary>
+    public static long CacheRow(ArrayView<int> rowMap, int r, int j)
+    {
+        int len = rowMap[3 * r + 1];
+        return j < len ? (long)rowMap[3 * r] + j : (long)rowMap[3 * r + 2] + (j - len);
+    }
+
+    /// <summary>Grid: R·C threads. kCache, vCache (P,C); k, v (R,C); rowMap (R,3), rowPos (R).</summary>
     public static void WriteKernel(Index1D i, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<int> rowSlot, ArrayView<int> rowPos, int tmax, int c)
+        ArrayView<int> rowMap, ArrayView<int> rowPos, int c)
     {
         int r = i / c, ch = i % c;
-        long dst = ((long)rowSlot[r] * tmax + rowPos[r]) * c + ch;
+        long dst = CacheRow(rowMap, r, rowPos[r]) * c + ch;
         kCache[dst] = k[i];
         vCache[dst] = v[i];
     }
 
-    /// <summary>Grid: R·H groups. outp, q (R,C); kCache, vCache (S,Tmax,C); scores (R·H, Tmax) scratch.</summary>
+    /// <summary>Grid: R·H groups. outp, q (R,C); kCache, vCache (P,C); scores (R·H, Tmax) scratch.</summary>
     public static void AttentionKernel(ArrayView<float> outp, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache,
-        ArrayView<int> rowSlot, ArrayView<int> rowPos, ArrayView<float> scores, Dims d)
+        ArrayView<int> rowMap, ArrayView<int> rowPos, ArrayView<float> scores, Dims d)
     {
         var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         int rh = Grid.IdxX, r = rh / d.H, h = rh % d.H;
         int C = d.H * d.Hd, p = rowPos[r];
         long qo = (long)r * C + h * d.Hd;
-        long kv = (long)rowSlot[r] * d.Tmax * C + h * d.Hd;
         long so = (long)rh * d.Tmax;
         float max = float.NegativeInfinity;
         for (int s = Group.IdxX; s <= p; s += Group.DimX)
         {
-            long ko = kv + (long)s * C;
+            long ko = CacheRow(rowMap, r, s) * C + h * d.Hd;
             float dot = 0f;
             for (int i = 0; i < d.Hd; i++) dot += q[qo + i] * kCache[ko + i];
             dot *= d.Scale;
@@ -75,7 +83,7 @@ public static class KvCacheKernels
             for (int s = 0; s <= p; s++)
             {
                 float w = scores[so + s] * inv;
-                if (w != 0f) acc += w * vCache[kv + (long)s * C + i];
+                if (w != 0f) acc += w * vCache[CacheRow(rowMap, r, s) * C + h * d.Hd + i];
             }
             outp[qo + i] = acc;
         }
@@ -101,12 +109,12 @@ public static class KvCacheKernels
 
     public struct DecodeDims { public int Tmax, H, Hd, Chunks, Bf16; public float Scale; }
 
-    /// <summary>Grid: R·C threads. The 16-bit caches (S,Tmax,C) ← k, v (R,C) narrowed.</summary>
+    /// <summary>Grid: R·C threads. The 16-bit caches (P,C) ← k, v (R,C) narrowed.</summary>
     public static void Write16Kernel(Index1D i, ArrayView<ushort> kCache, ArrayView<ushort> vCache, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<int> rowSlot, ArrayView<int> rowPos, int tmax, int c, int bf16)
+        ArrayView<int> rowMap, ArrayView<int> rowPos, int c, int bf16)
     {
         int r = i / c, ch = i % c;
-        long dst = ((long)rowSlot[r] * tmax + rowPos[r]) * c + ch;
+        long dst = CacheRow(rowMap, r, rowPos[r]) * c + ch;
         kCache[dst] = Checkpoints.HalfPrecision.Narrow(k[i], bf16 != 0);
         vCache[dst] = Checkpoints.HalfPrecision.Narrow(v[i], bf16 != 0);
     }
@@ -114,7 +122,7 @@ public static class KvCacheKernels
     /// <summary>Grid: (Chunks, R·H) groups of one warp. partial ((R·H)·Chunks, hd + 2): max, Σexp, then Σexp·v per
     /// dimension, for keys [64c, 64c + 63] ∩ [0, rowPos].</summary>
     public static void DecodePartialKernel(ArrayView<float> partial, ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache,
-        ArrayView<int> rowSlot, ArrayView<int> rowPos, DecodeDims d)
+        ArrayView<int> rowMap, ArrayView<int> rowPos, DecodeDims d)
     {
         int lane = Warp.LaneIdx, w = Warp.WarpSize;
         int chunk = Grid.IdxX, rh = Grid.IdxY, r = rh / d.H, h = rh % d.H;
@@ -122,19 +130,20 @@ public static class KvCacheKernels
         bool bf = d.Bf16 != 0;
         int dims = (hd + w - 1) / w, d0 = lane * dims, mine = Math.Min(dims, hd - d0);
         var qa = Acc32.AddScaled(default, 1f, q, r * C + h * hd + d0, mine);
-        long kv = (long)rowSlot[r] * d.Tmax * C + h * hd + d0;
+        long ch = h * hd + d0;
         float m = float.NegativeInfinity, l = 0f;
         Acc32 o = default;
         int s0 = chunk * DecodeChunk, s1 = Math.Min(p, s0 + DecodeChunk - 1);
         for (int s = s0; s <= s1; s++)
         {
-            float part = Acc32.Dot16(qa, kCache, kv + (long)s * C, mine, bf);
+            long ko = CacheRow(rowMap, r, s) * C + ch;
+            float part = Acc32.Dot16(qa, kCache, ko, mine, bf);
             for (int off = w / 2; off > 0; off >>= 1) part += Warp.ShuffleDown(part, off);
             float sc = Warp.Broadcast(part, 0) * d.Scale;
             float mNew = Math.Max(m, sc);
             float alpha = MathF.Exp(m - mNew), e = MathF.Exp(sc - mNew);
             l = l * alpha + e;
-            o = Acc32.AddScaled16(Acc32.Scale(o, alpha), e, vCache, kv + (long)s * C, mine, bf);
+            o = Acc32.AddScaled16(Acc32.Scale(o, alpha), e, vCache, ko, mine, bf);
             m = mNew;
         }
         long po = ((long)rh * d.Chunks + chunk) * (hd + 2);
@@ -163,19 +172,20 @@ public static class KvCacheKernels
 
     public sealed class Launcher(Accelerator acc, int group)
     {
-        readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int> _write =
-            acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int>(WriteKernel);
+        readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int> _write =
+            acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int>(WriteKernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, Dims> _attn =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, Dims>(AttentionKernel);
         readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> _gather =
             acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(GatherKernel);
         MemoryBuffer1D<float, Stride1D.Dense>? _scores;
 
-        public void Write(ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> k, ArrayView<float> v, ArrayView<int> rowSlot, ArrayView<int> rowPos,
-            int r, int tmax, int c)
-            => _write(r * c, kCache, vCache, k, v, rowSlot, rowPos, tmax, c);
+        public void Write(ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> k, ArrayView<float> v, ArrayView<int> rowMap, ArrayView<int> rowPos,
+            int r, int c)
+            => _write(r * c, kCache, vCache, k, v, rowMap, rowPos, c);
 
-        public void Attention(ArrayView<float> outp, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<int> rowSlot, ArrayView<int> rowPos,
+        /// <param name="tmax">bound on rowPos + 1 (the scores scratch's row length)</param>
+        public void Attention(ArrayView<float> outp, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<int> rowMap, ArrayView<int> rowPos,
             int r, int tmax, int h, int hd)
         {
             long need = (long)r * h * tmax;
@@ -185,28 +195,28 @@ public static class KvCacheKernels
                 _scores?.Dispose();
                 _scores = acc.Allocate1D<float>(need);
             }
-            _attn(new KernelConfig(r * h, group), outp, q, kCache, vCache, rowSlot, rowPos, _scores.View,
+            _attn(new KernelConfig(r * h, group), outp, q, kCache, vCache, rowMap, rowPos, _scores.View,
                 new Dims { Tmax = tmax, H = h, Hd = hd, Scale = 1f / MathF.Sqrt(hd) });
         }
 
         public void Gather(ArrayView<float> dst, ArrayView<float> src, ArrayView<int> rows, int r2, int c) => _gather(r2 * c, dst, src, rows, c);
 
         // version 2
-        readonly Action<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int> _write16 =
-            acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int>(Write16Kernel);
+        readonly Action<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int> _write16 =
+            acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int>(Write16Kernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<int>, ArrayView<int>, DecodeDims> _partial =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<int>, ArrayView<int>, DecodeDims>(DecodePartialKernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeDims> _combine =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeDims>(DecodeCombineKernel);
         MemoryBuffer1D<float, Stride1D.Dense>? _partials;
 
-        public void Write16(ArrayView<ushort> kCache, ArrayView<ushort> vCache, ArrayView<float> k, ArrayView<float> v, ArrayView<int> rowSlot, ArrayView<int> rowPos,
-            int r, int tmax, int c, bool bf16)
-            => _write16(r * c, kCache, vCache, k, v, rowSlot, rowPos, tmax, c, bf16 ? 1 : 0);
+        public void Write16(ArrayView<ushort> kCache, ArrayView<ushort> vCache, ArrayView<float> k, ArrayView<float> v, ArrayView<int> rowMap, ArrayView<int> rowPos,
+            int r, int c, bool bf16)
+            => _write16(r * c, kCache, vCache, k, v, rowMap, rowPos, c, bf16 ? 1 : 0);
 
         /// <summary>Flash decoding over 16-bit caches; the chunk partials live in a scratch grown to the largest
         /// R·H·⌈Tmax/64⌉·(hd + 2) seen.</summary>
-        public void Attention16(ArrayView<float> outp, ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache, ArrayView<int> rowSlot, ArrayView<int> rowPos,
+        public void Attention16(ArrayView<float> outp, ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache, ArrayView<int> rowMap, ArrayView<int> rowPos,
             int r, int tmax, int h, int hd, bool bf16)
         {
             int w = acc.WarpSize;
@@ -220,7 +230,7 @@ public static class KvCacheKernels
                 _partials = acc.Allocate1D<float>(need);
             }
             var d = new DecodeDims { Tmax = tmax, H = h, Hd = hd, Chunks = chunks, Bf16 = bf16 ? 1 : 0, Scale = 1f / MathF.Sqrt(hd) };
-            _partial(new KernelConfig(new Index2D(chunks, r * h), new Index2D(w, 1)), _partials.View, q, kCache, vCache, rowSlot, rowPos, d);
+            _partial(new KernelConfig(new Index2D(chunks, r * h), new Index2D(w, 1)), _partials.View, q, kCache, vCache, rowMap, rowPos, d);
             _combine(new KernelConfig(r * h, w), outp, _partials.View, rowPos, d);
         }
     }

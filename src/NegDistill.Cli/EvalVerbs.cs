@@ -44,6 +44,7 @@ static class EvalVerbs
         eval.Add(cmd, EvalSettings.Keys.Temperature, s => s.Temperature, (s, v) => s with { Temperature = v });
         eval.Add(cmd, EvalSettings.Keys.Slots, s => s.Slots, (s, v) => s with { Slots = v });
         eval.Add(cmd, EvalSettings.Keys.KvCache, s => s.KvCache, (s, v) => s with { KvCache = v });
+        eval.Add(cmd, EvalSettings.Keys.SharePrompt, s => s.SharePrompt, (s, v) => s with { SharePrompt = v });
         return (job, eval, TrainVerb.DeviceOptions(cmd));
     }
 

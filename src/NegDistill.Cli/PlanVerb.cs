@@ -22,6 +22,8 @@ static class PlanVerb
         public int N { get; init; } = 16;
         public int Slots { get; init; }
         public string KvCache { get; init; } = "bf16";
+        public int MaxNew { get; init; } = 256;
+        public bool SharePrompt { get; init; } = true;
         public double DeviceGb { get; init; } = 80;
 
         public static class Keys
@@ -34,8 +36,10 @@ static class PlanVerb
             public static readonly SettingInfo Recompute = new("--recompute", null, "keep one layer's activations and recompute the rest in backward");
             public static readonly SettingInfo Questions = new("--questions", null, "sample: questions");
             public static readonly SettingInfo N = new("--n", null, "sample: candidates per question");
-            public static readonly SettingInfo Slots = new("--slots", null, "sample: KV-cache slots (0: the most that fit, up to questions × n)");
+            public static readonly SettingInfo Slots = new("--slots", null, "sample: KV-cache slots (0: the most that fit, up to questions × n and 256)");
             public static readonly SettingInfo KvCache = new("--kv-cache", null, "sample: KV-cache element type f32, bf16 (what a GPU run picks) or f16");
+            public static readonly SettingInfo MaxNew = new("--max-new", null, "sample: new tokens per candidate (the prompt is --seq less this)");
+            public static readonly SettingInfo SharePrompt = new("--share-prompt", null, "sample: the n candidates of a question read one copy of its prompt (false: each holds its own)");
             public static readonly SettingInfo DeviceGb = new("--device-gb", null, "device memory to check the plan against (GB)");
         }
 
@@ -50,6 +54,7 @@ static class PlanVerb
             c.Positive(N, Keys.N);
             c.NonNegative(Slots, Keys.Slots, "the most that fit");
             c.Require(KvCache is "f32" or "bf16" or "f16", Keys.KvCache, $"'{KvCache}' is not f32, bf16 or f16");
+            c.Require(MaxNew > 0 && MaxNew < Seq, Keys.MaxNew, $"must be positive and below --seq {Seq} (got {MaxNew})");
             c.Positive(DeviceGb, Keys.DeviceGb);
         }
     }
@@ -68,6 +73,8 @@ static class PlanVerb
         b.Add(cmd, PlanSettings.Keys.N, s => s.N, (s, v) => s with { N = v });
         b.Add(cmd, PlanSettings.Keys.Slots, s => s.Slots, (s, v) => s with { Slots = v });
         b.Add(cmd, PlanSettings.Keys.KvCache, s => s.KvCache, (s, v) => s with { KvCache = v });
+        b.Add(cmd, PlanSettings.Keys.MaxNew, s => s.MaxNew, (s, v) => s with { MaxNew = v });
+        b.Add(cmd, PlanSettings.Keys.SharePrompt, s => s.SharePrompt, (s, v) => s with { SharePrompt = v });
         b.Add(cmd, PlanSettings.Keys.DeviceGb, s => s.DeviceGb, (s, v) => s with { DeviceGb = v });
         cmd.SetAction(r => Cli.Guarded(_ => Run(b.Bind(r), Cli.Console)));
         return cmd;
@@ -88,10 +95,13 @@ static class PlanVerb
         {
             int seqs = p.Questions * p.N;
             var cache = EvalSettings.CacheType(p.KvCache)!.Value;
-            int slots = p.Slots > 0 ? p.Slots : Planning.FitSlots(cfg, dt, lora, seqs, p.Seq, CacheShape.PrefillRows, device, cache: cache);
-            var shape = CacheShape.For(slots, p.Seq, cache);
-            plan = MemoryPlan.ForSampling(cfg, dt, lora, shape.Slots, shape.MaxSeq, shape.Rows, cache: cache);
-            title = $"sampling {p.Questions} questions × {p.N} candidates, {p.Preset}, {dt} weights, LoRA {string.Join("/", lora.Targets)} r {lora.Rank}, {slots} slots × {p.Seq} positions, {cache} KV cache, {shape.Rows} rows per forward";
+            CacheShape ShapeFor(int s) => p.SharePrompt && p.N > 1
+                ? CacheShape.Shared(s, p.Seq, cache, p.N, p.Questions, p.Seq - p.MaxNew, p.MaxNew)
+                : CacheShape.For(s, p.Seq, cache);
+            int slots = p.Slots > 0 ? p.Slots : Planning.FitSlots(cfg, dt, lora, Math.Min(seqs, 256), ShapeFor, device);
+            var shape = ShapeFor(slots);
+            plan = Planning.Plan(cfg, dt, lora, shape);
+            title = $"sampling {p.Questions} questions × {p.N} candidates, {p.Preset}, {dt} weights, LoRA {string.Join("/", lora.Targets)} r {lora.Rank}, {shape.Layout}, {cache} KV cache, {shape.Rows} rows per forward";
         }
         else
         {

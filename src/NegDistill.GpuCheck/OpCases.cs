@@ -202,22 +202,30 @@ public static class OpCases
         };
 
         int r = s.DecodeRows, tmax = s.CacheLen;
-        var slot = Enumerable.Range(0, r).ToArray();
+        var map = Enumerable.Range(0, r).SelectMany(i => new[] { 0, 0, i * tmax }).ToArray();        // plain slots of tmax positions
         var pos = Enumerable.Range(0, r).Select(i => tmax / 2 + i % (tmax / 2)).ToArray();   // mid-generation, ragged
-        long cache = (long)r * tmax * C;
-        yield return new OpCase
+        // every row's first tmax/4 positions in one shared prompt after the rows' own slots
+        int plen = tmax / 4;
+        var sharedMap = Enumerable.Range(0, r).SelectMany(i => new[] { r * tmax, plen, i * tmax }).ToArray();
+        foreach (var (dt, bytes) in new[] { (DType.F32, 4.0), (DType.BF16, 2.0) })
         {
-            Family = "KvCache", Name = "write", Shape = $"{r} rows into {r}×{tmax}×{C}",
-            Inputs = () => new() { ["kc"] = R(1, r, tmax, C), ["vc"] = R(1, r, tmax, C), ["k"] = R(1, r, C), ["v"] = R(1, r, C), ["slot"] = Ints(slot), ["pos"] = Ints(pos) },
-            Run = (o, t) => o.CacheWrite(t["kc"], t["vc"], t["k"], t["v"], t["slot"], t["pos"], r, tmax, C), Outputs = ["kc", "vc"], Bytes = 16.0 * r * C,
-        };
-        yield return new OpCase
-        {
-            Family = "KvCache", Name = "attention (decode)", Shape = $"{r} rows over {r}×{tmax}×{C}",
-            Inputs = () => new() { ["kc"] = R(1, r, tmax, C), ["vc"] = R(1, r, tmax, C), ["q"] = R(1, r, C), ["out"] = Out(r, C), ["slot"] = Ints(slot), ["pos"] = Ints(pos) },
-            Run = (o, t) => o.CachedAttention(t["out"], t["q"], t["kc"], t["vc"], t["slot"], t["pos"], r, tmax, H, hd), Outputs = ["out"], Poisoned = ["out"],
-            Flops = 4.0 * pos.Sum(p => (double)p + 1) * C, Bytes = 8.0 * pos.Sum(p => (double)p + 1) * C,
-        };
+            HostTensor Cache() => new(dt, [r * tmax + plen, C], Rand((long)(r * tmax + plen) * C, 1f));
+            string kind = dt == DType.F32 ? "F32 cache, v1" : "BF16 cache, v2 flash decoding";
+            yield return new OpCase
+            {
+                Family = "KvCache", Name = $"write ({kind})", Shape = $"{r} rows into {r}×{tmax}×{C}",
+                Inputs = () => new() { ["kc"] = Cache(), ["vc"] = Cache(), ["k"] = R(1, r, C), ["v"] = R(1, r, C), ["map"] = Ints(map), ["pos"] = Ints(pos) },
+                Run = (o, t) => o.CacheWrite(t["kc"], t["vc"], t["k"], t["v"], t["map"], t["pos"], r, C), Outputs = ["kc", "vc"], Bytes = (8.0 + 2 * bytes) * r * C,
+            };
+            foreach (var (m, label) in new[] { (map, ""), (sharedMap, ", shared prompt") })
+                yield return new OpCase
+                {
+                    Family = "KvCache", Name = $"attention (decode, {kind}{label})", Shape = $"{r} rows over {r}×{tmax}×{C}",
+                    Inputs = () => new() { ["kc"] = Cache(), ["vc"] = Cache(), ["q"] = R(1, r, C), ["out"] = Out(r, C), ["map"] = Ints(m), ["pos"] = Ints(pos) },
+                    Run = (o, t) => o.CachedAttention(t["out"], t["q"], t["kc"], t["vc"], t["map"], t["pos"], r, tmax, H, hd), Outputs = ["out"], Poisoned = ["out"],
+                    Flops = 4.0 * pos.Sum(p => (double)p + 1) * C, Bytes = 2 * bytes * pos.Sum(p => (double)p + 1) * C,
+                };
+        }
         yield return new OpCase
         {
             Family = "KvCache", Name = "gather rows", Shape = $"{r} of {n}×{C}",

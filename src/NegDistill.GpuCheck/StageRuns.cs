@@ -216,6 +216,27 @@ public sealed class StageRuns(IBackend dev, IBackend twin, GpuReport rep, Budget
             var r = rep.Stages[^1];
             GpuCheck.Say($"  decode batch {b}, {cache} cache: {r.TokensPerSecond:F0} tok/s ({r.MsPerStep:F2} ms per step), peak {r.PeakGib:F2} GiB (plan {r.PlanGib:F2})");
         }
+        // N candidates per question with shared prompts against each candidate holding its own, at the largest batch
+        int bMax = batches[^1], n = quick ? 2 : 16;
+        foreach (bool share in new[] { false, true })
+        {
+            if (!budget.Has(quick ? 3 : 30)) { rep.NotReached.Add("decode with shared prompts"); return; }
+            var reqs = Enumerable.Range(0, bMax / n).Select(qi => new SampleRequest(qi,
+                Enumerable.Range(0, prompt).Select(j => 3 + (int)(CounterRng.Hash((ulong)(500 + qi), (ulong)j) % (ulong)(cfg.Vocab - 3))).ToArray(), n)).ToList();
+            var st0 = new SamplerSettings { Temperature = 1f, MaxNewTokens = newTokens, Eos = -1, Slots = bMax, MaxSeq = prompt + newTokens, Seed = 1, Cache = own };
+            var set = share ? st0 with { SharedPrompts = Math.Max(2, 2 * reqs.Count), PromptPositions = prompt - 1 } : st0;
+            using (var warm = new Sampler(m, set with { MaxNewTokens = 2 })) warm.Run(reqs);
+            ResetPeak();
+            using var sampler = new Sampler(m, set);
+            sampler.Run(reqs);
+            var st = sampler.Stats;
+            var plan = MemoryPlan.ForSampling(cfg, Weights, lora, bMax, prompt + newTokens, bMax + 256, cache: own, layout: set.Layout);
+            rep.Stages.Add(new StageRow($"decode ({own} KV cache, T 1, {(share ? "shared prompts" : "own prompts")}, LoRA q/v)",
+                $"batch {bMax} = {reqs.Count} questions × {n}, prompt {prompt}, {newTokens} new tokens", 1e3 * st.Elapsed.TotalSeconds / Math.Max(1, st.Steps),
+                st.TokensPerSecond, 0, PeakBytes() / (double)(1L << 30), plan.Total / (double)(1L << 30), st.Steps));
+            var r = rep.Stages[^1];
+            GpuCheck.Say($"  decode {(share ? "shared" : "own")} prompts, batch {bMax}: {r.TokensPerSecond:F0} tok/s ({st.PromptTokens} prompt rows), peak {r.PeakGib:F2} GiB (plan {r.PlanGib:F2})");
+        }
     }
 
     void ResetPeak()

@@ -6,8 +6,10 @@ using NegDistill.Model;
 namespace NegDistill.Method;
 
 /// <summary>KV-cache geometry of a sampling run: sequences decoded at once, positions per sequence,
-/// rows per forward (every slot's decode row plus prefill chunks), and the cache's element type.</summary>
-public sealed record CacheShape(int Slots, int MaxSeq, int Rows, Runtime.DType Cache = Runtime.DType.F32)
+/// rows per forward (every slot's decode row plus prefill chunks), the cache's element type, and the
+/// shared prompts (prompt slots, their positions, and each slot's own positions; none: plain slots).</summary>
+public sealed record CacheShape(int Slots, int MaxSeq, int Rows, Runtime.DType Cache = Runtime.DType.F32,
+    int SharedPrompts = 0, int PromptPositions = 0, int OwnPositions = 0)
 {
     public const int PrefillRows = 256;
 
@@ -16,6 +18,17 @@ public sealed record CacheShape(int Slots, int MaxSeq, int Rows, Runtime.DType C
         Math.Min(cfg.MaxSeq, prompts.Select(p => p.Length).DefaultIfEmpty(1).Max() + maxNew);
 
     public static CacheShape For(int slots, int maxSeq, Runtime.DType cache = Runtime.DType.F32) => new(slots, maxSeq, slots + PrefillRows, cache);
+
+    /// <summary>Slots sharing prompts: <paramref name="n"/> candidates per question, so about slots / n questions
+    /// run at once; twice that many prompt slots (at least 2, at most the questions) let the next
+    /// questions start while the last candidates of earlier ones finish. Each prompt slot holds the
+    /// longest prompt less its last token, each slot <paramref name="maxNew"/> positions.</summary>
+    public static CacheShape Shared(int slots, int maxSeq, Runtime.DType cache, int n, int questions, int longestPrompt, int maxNew) =>
+        new(slots, maxSeq, slots + PrefillRows, cache,
+            SharedPrompts: Math.Clamp(2 * ((slots + n - 1) / n), 2, Math.Max(2, questions)),
+            PromptPositions: Math.Max(1, longestPrompt - 1), OwnPositions: Math.Min(maxNew, maxSeq));
+
+    public KvLayout Layout => SharedPrompts > 0 ? new KvLayout(Slots, OwnPositions, SharedPrompts, PromptPositions) : KvLayout.Plain(Slots, MaxSeq);
 }
 
 /// <summary>
@@ -26,12 +39,16 @@ public sealed record CacheShape(int Slots, int MaxSeq, int Rows, Runtime.DType C
 /// </summary>
 public static class Asc
 {
-    public static Sampler NewSampler(LlamaModel m, ITokenizer tok, float temperature, int maxNew, ulong seed, CacheShape shape) =>
-        new(m, new SamplerSettings
+    public static Sampler NewSampler(LlamaModel m, ITokenizer tok, float temperature, int maxNew, ulong seed, CacheShape shape)
+    {
+        var settings = new SamplerSettings
         {
             Temperature = temperature, MaxNewTokens = maxNew, Eos = tok.EosId, Slots = shape.Slots, MaxSeq = shape.MaxSeq,
-            MaxRowsPerStep = shape.Rows, Seed = seed, Cache = shape.Cache,
-        });
+            MaxRowsPerStep = shape.Rows, Seed = seed, Cache = shape.Cache, SharedPrompts = shape.SharedPrompts, PromptPositions = shape.PromptPositions,
+        };
+        if (settings.Layout != shape.Layout) throw new InvalidOperationException($"the sampler's cache layout {settings.Layout} is not the planned {shape.Layout}");
+        return new Sampler(m, settings);
+    }
 
     /// <summary>Greedy (temperature 0) continuations, through the KV-cache sampler (at most 64 slots).</summary>
     public static IReadOnlyList<Sample> Greedy(LlamaModel m, ITokenizer tok, IReadOnlyList<int[]> prompts, int maxNew, CacheShape? shape = null)
@@ -67,7 +84,7 @@ public static class Asc
             w.Append(ToCandidate(task, q, tok, s));
         });
         report.EndProgress("sample");
-        log.Add($"sampling ({label}, {shape.Slots} slots × {shape.MaxSeq} positions, {shape.Cache} cache): {sampler.Stats}");
+        log.Add($"sampling ({label}, {shape.Layout}, {shape.Cache} cache): {sampler.Stats}");
     }
 
     /// <summary>Greedy decoding of every question, as candidates with index 0.</summary>

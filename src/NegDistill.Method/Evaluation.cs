@@ -89,24 +89,32 @@ public static class Evaluation
         string label = job.FileLabel, path = Asc.CandidatesPath(job.OutDir, label);
         var log = new List<string>();
         var tok = job.Base.Tokenizer;
-        int maxSeq = CacheShape.Positions(job.Base.Config, questions.Select(q => tok.Encode(q.Prompt, true, false)), s.MaxNewTokens);
+        var encoded = questions.Select(q => tok.Encode(q.Prompt, true, false)).ToList();
+        int maxSeq = CacheShape.Positions(job.Base.Config, encoded, s.MaxNewTokens);
+        int longest = encoded.Select(p => p.Length).DefaultIfEmpty(1).Max();
         long device = job.DeviceBytes ?? Planning.DeviceBytes(job.Ops);
         var lora = job.Student?.Lora;
         var nat = job.Student?.NatPlan;
         int sequences = questions.Count * s.N;
         var cache = s.KvCacheType(job.Ops);
-        int slots = s.Slots > 0 ? s.Slots : Planning.FitSlots(job.Base.Config, job.Base.Weights, lora, Math.Min(sequences, 256), maxSeq, CacheShape.PrefillRows, device, nat, cache);
-        var shape = CacheShape.For(slots, maxSeq, cache);
-        var plan = MemoryPlan.ForSampling(job.Base.Config, job.Base.Weights, lora, shape.Slots, shape.MaxSeq, shape.Rows, nat, cache);
+        // the N candidates of a question share one copy of its prompt unless told otherwise (or N = 1)
+        CacheShape ShapeFor(int slots) => s.SharePrompt && s.N > 1
+            ? CacheShape.Shared(slots, maxSeq, cache, s.N, questions.Count, longest, s.MaxNewTokens)
+            : CacheShape.For(slots, maxSeq, cache);
+        int slots = s.Slots > 0 ? s.Slots : Planning.FitSlots(job.Base.Config, job.Base.Weights, lora, Math.Min(sequences, 256), ShapeFor, device, nat);
+        var shape = ShapeFor(slots);
+        var plan = Planning.Plan(job.Base.Config, job.Base.Weights, lora, shape, nat);
         string Name(SettingInfo k) => k.NameIn(job.Source);
-        Planning.Check(job.Report, job.Ops, plan, $"sampling {questions.Count} questions × {s.N} candidates, {job.Base.Weights} weights, {shape.Slots} slots × {shape.MaxSeq} positions, {cache} KV cache",
+        Planning.Check(job.Report, job.Ops, plan, $"sampling {questions.Count} questions × {s.N} candidates, {job.Base.Weights} weights, {shape.Layout}, {cache} KV cache",
             $"{Name(EvalSettings.Keys.Slots)}, {Name(EvalSettings.Keys.MaxNewTokens)} or the prompt length", device);
         List<Candidate>? g = null;
         using (var m = LoadStudent(job.Ops, job.Base, job.Student, job.Seed))   // the student is freed before M_rank loads
         {
             job.Report.Line(job.Student == null ? $"adapter: none (the base model {job.Base.Dir})" : $"adapter: {job.Student.Description}");
             Asc.SampleCandidates(m, tok, task, questions, s.N, s.MaxNewTokens, s.Temperature, job.Seed, shape, path, label, job.Report, log);
-            if (greedy) g = Asc.GreedyCandidates(m, tok, task, questions, s.MaxNewTokens, CacheShape.For(Math.Min(shape.Slots, questions.Count), shape.MaxSeq, cache));
+            // greedy decoding runs in plain slots within the planned cache rows (a shared layout holds fewer positions per slot)
+            int greedySlots = (int)Math.Clamp(shape.Layout.Rows / shape.MaxSeq, 1, Math.Min(shape.Slots, questions.Count));
+            if (greedy) g = Asc.GreedyCandidates(m, tok, task, questions, s.MaxNewTokens, CacheShape.For(greedySlots, shape.MaxSeq, cache));
         }
         if (job.Ranker != null)
         {

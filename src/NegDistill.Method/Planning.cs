@@ -31,10 +31,20 @@ public static class Planning
     /// <summary>The most KV-cache slots (at most <paramref name="sequences"/>, halving from there) whose
     /// sampling plan fits in <paramref name="device"/>; at least 1.</summary>
     public static int FitSlots(LlamaConfig cfg, DType weights, LoraConfig? lora, int sequences, int maxSeq, int extraRows, long device,
-        MemoryPlan.NatPlan? nat = null, DType cache = DType.F32)
+        MemoryPlan.NatPlan? nat = null, DType cache = DType.F32) =>
+        FitSlots(cfg, weights, lora, sequences, s => new CacheShape(s, maxSeq, s + extraRows, cache), device, nat);
+
+    /// <summary>The most slots (at most <paramref name="sequences"/>, halving from there) whose sampling plan with the
+    /// cache shape <paramref name="shapeFor"/> gives fits in <paramref name="device"/>; at least 1.</summary>
+    public static int FitSlots(LlamaConfig cfg, DType weights, LoraConfig? lora, int sequences, Func<int, CacheShape> shapeFor, long device,
+        MemoryPlan.NatPlan? nat = null)
     {
         int s = Math.Max(1, sequences);
-        while (s > 1 && MemoryPlan.ForSampling(cfg, weights, lora, s, maxSeq, s + extraRows, nat, cache).Total > device) s = (s + 1) / 2;
+        while (s > 1 && Plan(cfg, weights, lora, shapeFor(s), nat).Total > device) s = (s + 1) / 2;
         return s;
     }
+
+    /// <summary>The sampling plan of <paramref name="shape"/>.</summary>
+    public static MemoryPlan Plan(LlamaConfig cfg, DType weights, LoraConfig? lora, CacheShape shape, MemoryPlan.NatPlan? nat = null) =>
+        MemoryPlan.ForSampling(cfg, weights, lora, shape.Slots, shape.MaxSeq, shape.Rows, nat, shape.Cache, shape.Layout);
 }

@@ -30,12 +30,12 @@ public class FlashDecodingTests
         using var k16 = acc.Allocate1D<ushort>(slots * tmax * C); using var v16 = acc.Allocate1D<ushort>(slots * tmax * C);
         int rowsAll = slots * tmax;
         using var kr = acc.Allocate1D(kAll); using var vr = acc.Allocate1D(vAll);
-        using var sAll = acc.Allocate1D(Enumerable.Range(0, rowsAll).Select(i => i / tmax).ToArray());
+        using var sAll = acc.Allocate1D(Enumerable.Range(0, rowsAll).SelectMany(i => new[] { 0, 0, i / tmax * tmax }).ToArray());
         using var pAll = acc.Allocate1D(Enumerable.Range(0, rowsAll).Select(i => i % tmax).ToArray());
-        l.Write(k32.View, v32.View, kr.View, vr.View, sAll.View, pAll.View, rowsAll, tmax, C);
-        l.Write16(k16.View, v16.View, kr.View, vr.View, sAll.View, pAll.View, rowsAll, tmax, C, bf16);
+        l.Write(k32.View, v32.View, kr.View, vr.View, sAll.View, pAll.View, rowsAll, C);
+        l.Write16(k16.View, v16.View, kr.View, vr.View, sAll.View, pAll.View, rowsAll, C, bf16);
         using var q = acc.Allocate1D(TestUtil.Rand(R * C, 3));
-        using var bs = acc.Allocate1D(slot); using var bp = acc.Allocate1D(pos);
+        using var bs = acc.Allocate1D(slot.SelectMany(x => new[] { 0, 0, x * tmax }).ToArray()); using var bp = acc.Allocate1D(pos);
         using var o1 = acc.Allocate1D<float>(R * C); using var o2 = acc.Allocate1D<float>(R * C);
         o2.CopyFromCPU(Enumerable.Repeat(float.NaN, R * C).ToArray());   // unwritten elements fail
         l.Attention(o1.View, q.View, k32.View, v32.View, bs.View, bp.View, R, tmax, H, hd);

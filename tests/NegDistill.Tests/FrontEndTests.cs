@@ -64,14 +64,14 @@ public class FrontEndTests
         {
             string baseDir = WriteBase(dir, dt);
             Assert.That(ModelIO.StorageDType(baseDir), Is.EqualTo(dt));
-            // BF16 weights with a BF16 KV cache; F16 weights with the CPU's own (auto: F32)
-            var s = new EvalSettings { Task = "gsm8k", N = 4, MaxNewTokens = 12, KvCache = dt == DType.BF16 ? "bf16" : "auto" };
+            // BF16 weights with a BF16 KV cache and shared prompts; F16 weights with the CPU's own (auto: F32), each candidate its own prompt
+            var s = new EvalSettings { Task = "gsm8k", N = 4, MaxNewTokens = 12, KvCache = dt == DType.BF16 ? "bf16" : "auto", SharePrompt = dt == DType.BF16 };
             string outDir = Path.Combine(dir, $"sample-{dt}");
             var questions = TestSet.Load(AnswerTask.Gsm8k, data, 0);
             string text = Capture(r => Evaluation.Sample(Job(baseDir, data, s, outDir, 5, report: r), questions, greedy: false));
             Assert.That(text, Does.Contain($"memory plan: sampling 5 questions × 4 candidates, {dt} weights"));
             Assert.That(text, Does.Contain("KV cache (20 slots × "));
-            Assert.That(text, Does.Contain(dt == DType.BF16 ? "positions, BF16)" : "positions, F32)"));
+            Assert.That(text, Does.Match(dt == DType.BF16 ? @"KV cache \(20 slots × 12 positions \+ \d+ shared prompts × \d+, BF16\)" : @"KV cache \(20 slots × \d+ positions, F32\)"));
             Assert.That(text, Does.Contain($"adapter: none (the base model {baseDir})"));
             string cands = Asc.CandidatesPath(outDir, "base");
             Assert.That(File.ReadAllLines(cands), Has.Length.EqualTo(20));

@@ -144,9 +144,9 @@ public class MemoryPlanTests
         //   embedding 524,288,000; norms 1,064,960; projections + head 13,214,154,752
         //   LoRA weights 32·2·(8·4096 + 4096·8)·4 = 16,777,216; LoRA rows 32·2·320·8·4 = 655,360
         //   KV cache 2·32·64·512·4096·4 = 34,359,738,368
-        //   rows 320·(7·4096 + 1 + 3·11008 + 32000)·4 = 119,932,160; ids 9·320·4 = 11,520
+        //   rows 320·(7·4096 + 1 + 3·11008 + 32000)·4 = 119,932,160; ids, row maps (3 per row), seeds 11·320·4 = 14,080
         var plan = MemoryPlan.ForSampling(LlamaConfig.Llama7B, DType.BF16, new LoraConfig(), slots: 64, maxSeq: 512, maxRows: 320);
-        long hand = 524_288_000L + 1_064_960 + 13_214_154_752 + 16_777_216 + 655_360 + 34_359_738_368 + 119_932_160 + 11_520;
+        long hand = 524_288_000L + 1_064_960 + 13_214_154_752 + 16_777_216 + 655_360 + 34_359_738_368 + 119_932_160 + 14_080;
         Assert.That(plan.Total, Is.EqualTo(hand));
         Assert.That(plan.Total, Is.LessThan(80L * 1000 * 1000 * 1000), "must fit one 80 GB GPU");
         // All 512 sequences in the cache at once would not (275 GB of F32 cache):

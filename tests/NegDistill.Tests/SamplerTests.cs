@@ -29,11 +29,13 @@ public class SamplerTests
     /// positions 0 to Tmax − 1) and row gather: kernels vs twin. Tolerance as KernelParityTests: fp32 on
     /// both sides, tree vs sequential max/Σexp, different exp; 1e-5 absolute + 1e-4 relative. A 16-bit
     /// cache takes the kernels' version 2 (flash decoding) and the twin's widening path; both narrow the
-    /// written values the same way (round to nearest even), so the caches are equal bit for bit.</summary>
+    /// written values the same way (round to nearest even), so the caches are equal bit for bit. With a
+    /// shared prefix, the decode rows of slots 0 and 2 read their first positions from a prompt region
+    /// after the slots.</summary>
     [Test]
-    public void Sampler_CacheOps_KernelsMatchCpuTwin([Values(1, 7, 40)] int tmax, [Values(DType.F32, DType.BF16, DType.F16)] DType cache)
+    public void Sampler_CacheOps_KernelsMatchCpuTwin([Values(1, 7, 40)] int tmax, [Values(DType.F32, DType.BF16, DType.F16)] DType cache, [Values] bool sharedPrefix)
     {
-        int S = 3, H = 2, hd = 4, C = H * hd;
+        int S = 3, H = 2, hd = 4, C = H * hd, pool = S * tmax + tmax;
         // slot 1 gets a prefill chunk at positions 0..k−1, slots 0 and 2 one decode row each
         int k = Math.Min(5, tmax);
         var slot = new List<int> { 0 }; var pos = new List<int> { tmax - 1 };
@@ -41,14 +43,16 @@ public class SamplerTests
         slot.Add(2); pos.Add(tmax / 2);
         int R = slot.Count;
         int[] rows = [R - 1, 0, 2];
+        var map = Enumerable.Range(0, R).SelectMany(i => sharedPrefix && slot[i] != 1
+            ? new[] { S * tmax, Math.Min(3, pos[i]), slot[i] * tmax } : new[] { 0, 0, slot[i] * tmax }).ToArray();
         var res = OnBoth(new()
         {
-            ["kc"] = F(1, 1, S, tmax, C) with { Item1 = cache }, ["vc"] = F(2, 1, S, tmax, C) with { Item1 = cache }, ["k"] = F(3, 1, R, C), ["v"] = F(4, 1, R, C), ["q"] = F(5, 2, R, C),
-            ["slot"] = I([.. slot]), ["pos"] = I([.. pos]), ["out"] = Z(R, C), ["rows"] = I(rows), ["sel"] = Z(rows.Length, C),
+            ["kc"] = F(1, 1, pool, C) with { Item1 = cache }, ["vc"] = F(2, 1, pool, C) with { Item1 = cache }, ["k"] = F(3, 1, R, C), ["v"] = F(4, 1, R, C), ["q"] = F(5, 2, R, C),
+            ["map"] = I(map, R, 3), ["pos"] = I([.. pos]), ["out"] = Z(R, C), ["rows"] = I(rows), ["sel"] = Z(rows.Length, C),
         }, (ops, t) =>
         {
-            ops.CacheWrite(t["kc"], t["vc"], t["k"], t["v"], t["slot"], t["pos"], R, tmax, C);
-            ops.CachedAttention(t["out"], t["q"], t["kc"], t["vc"], t["slot"], t["pos"], R, tmax, H, hd);
+            ops.CacheWrite(t["kc"], t["vc"], t["k"], t["v"], t["map"], t["pos"], R, C);
+            ops.CachedAttention(t["out"], t["q"], t["kc"], t["vc"], t["map"], t["pos"], R, tmax, H, hd);
             ops.GatherRows(t["sel"], t["out"], t["rows"], rows.Length, C);
         }, "kc", "vc", "out", "sel");
         foreach (var o in new[] { "kc", "vc", "out", "sel" }) TestUtil.Close(res[0].F[o], res[1].F[o], 1e-5f, 1e-4f, o);
@@ -71,11 +75,11 @@ public class SamplerTests
         {
             using var tq = ops.Alloc("q", DType.F32, T, C); using var tk = ops.Alloc("k", DType.F32, T, C); using var tv = ops.Alloc("v", DType.F32, T, C);
             using var kc = ops.Alloc("kc", dt, 2, tmax, C); using var vc = ops.Alloc("vc", dt, 2, tmax, C);
-            using var slot = ops.Alloc("slot", DType.I32, T); using var pos = ops.Alloc("pos", DType.I32, T); using var o = ops.Alloc("o", DType.F32, T, C);
+            using var map = ops.Alloc("map", DType.I32, T, 3); using var pos = ops.Alloc("pos", DType.I32, T); using var o = ops.Alloc("o", DType.F32, T, C);
             ops.Upload(tq, q); ops.Upload(tk, kk); ops.Upload(tv, vv);
-            ops.Upload(slot, Enumerable.Range(0, T).Select(i => i % 2).ToArray()); ops.Upload(pos, Enumerable.Range(0, T).Select(i => i / 2).ToArray());
-            ops.CacheWrite(kc, vc, tk, tv, slot, pos, T, tmax, C);
-            ops.CachedAttention(o, tq, kc, vc, slot, pos, T, tmax, H, hd);
+            ops.Upload(map, Enumerable.Range(0, T).SelectMany(i => new[] { 0, 0, i % 2 * tmax }).ToArray()); ops.Upload(pos, Enumerable.Range(0, T).Select(i => i / 2).ToArray());
+            ops.CacheWrite(kc, vc, tk, tv, map, pos, T, C);
+            ops.CachedAttention(o, tq, kc, vc, map, pos, T, tmax, H, hd);
             bytes = kc.Bytes + vc.Bytes;
             return TestUtil.Get(ops, o);
         }
@@ -102,11 +106,40 @@ public class SamplerTests
         ops.Upload(tq, q); ops.Upload(tk, k); ops.Upload(tv, v); ops.Fill(mask, 1f);
         ops.AttentionForward(outp, lse, tq, tk, tv, mask, 1, T, H, hd);
         using var kc = ops.Alloc("kc", DType.F32, 2, tmax, C); using var vc = ops.Alloc("vc", DType.F32, 2, tmax, C);
-        using var slot = ops.Alloc("slot", DType.I32, T); using var pos = ops.Alloc("pos", DType.I32, T); using var o2 = ops.Alloc("o2", DType.F32, T, C);
-        ops.Upload(slot, Enumerable.Repeat(1, T).ToArray()); ops.Upload(pos, Enumerable.Range(0, T).ToArray());
-        ops.CacheWrite(kc, vc, tk, tv, slot, pos, T, tmax, C);
-        ops.CachedAttention(o2, tq, kc, vc, slot, pos, T, tmax, H, hd);
+        using var map = ops.Alloc("map", DType.I32, T, 3); using var pos = ops.Alloc("pos", DType.I32, T); using var o2 = ops.Alloc("o2", DType.F32, T, C);
+        ops.Upload(map, Enumerable.Range(0, T).SelectMany(_ => new[] { 0, 0, tmax }).ToArray()); ops.Upload(pos, Enumerable.Range(0, T).ToArray());
+        ops.CacheWrite(kc, vc, tk, tv, map, pos, T, C);
+        ops.CachedAttention(o2, tq, kc, vc, map, pos, T, tmax, H, hd);
         TestUtil.Close(TestUtil.Get(ops, outp), TestUtil.Get(ops, o2), 1e-6f, 1e-5f, "out");
+    }
+
+    /// <summary>A sequence whose first L positions lie in a shared prompt region (map (pb, L, ob)) attends
+    /// bit for bit as the same sequence held whole in one slot, on the twin and on the kernels (versions 1
+    /// and 2): only the address of a key changes, not the arithmetic. Prefill rows of the prompt itself
+    /// (map (pb, Tp, 0)) and the sequence's rows after it share one call, as the sampler sends them.</summary>
+    [Test]
+    public void Sampler_SharedPrefix_EqualsTheWholeSequenceInOneSlot([Values] bool kernels, [Values(DType.F32, DType.BF16)] DType cache)
+    {
+        IBackend ops = kernels ? TestUtil.Ilgpu : new CpuBackend();
+        int T = 70, L = 37, H = 2, hd = 20, C = H * hd, tmax = 80;   // keys on both sides of version 2's 64-key chunks
+        var q = TestUtil.Rand(T * C, 1); var k = TestUtil.Rand(T * C, 2); var v = TestUtil.Rand(T * C, 3);
+        float[] Run(int[] map, int pool)
+        {
+            using var tq = ops.Alloc("q", DType.F32, T, C); using var tk = ops.Alloc("k", DType.F32, T, C); using var tv = ops.Alloc("v", DType.F32, T, C);
+            using var kc = ops.Alloc("kc", cache, pool, C); using var vc = ops.Alloc("vc", cache, pool, C);
+            using var tm = ops.Alloc("map", DType.I32, T, 3); using var pos = ops.Alloc("pos", DType.I32, T); using var o = ops.Alloc("o", DType.F32, T, C);
+            ops.Upload(tq, q); ops.Upload(tk, k); ops.Upload(tv, v); ops.Upload(tm, map); ops.Upload(pos, Enumerable.Range(0, T).ToArray());
+            ops.CacheWrite(kc, vc, tk, tv, tm, pos, T, C);
+            ops.CachedAttention(o, tq, kc, vc, tm, pos, T, tmax, H, hd);
+            return TestUtil.Get(ops, o);
+        }
+        // whole: slot 1 of two plain slots; split: positions < L in a prompt region at row 2·tmax, the rest in slot 0
+        var whole = Run(Enumerable.Range(0, T).SelectMany(_ => new[] { 0, 0, tmax }).ToArray(), 2 * tmax);
+        var split = Run(Enumerable.Range(0, T).SelectMany(_ => new[] { 2 * tmax, L, 0 }).ToArray(), 3 * tmax);
+        Assert.That(split, Is.EqualTo(whole));
+        // the prompt's own rows can name the region with its capacity as L (map (pb, Tp, 0)): the same bits
+        var asPrompt = Run(Enumerable.Range(0, T).SelectMany(j => j < L ? new[] { 2 * tmax, tmax, 0 } : new[] { 2 * tmax, L, 0 }).ToArray(), 3 * tmax);
+        Assert.That(asPrompt, Is.EqualTo(whole));
     }
 
     static float[] RandomLogits(int rows, int v, ulong seed, float scale = 4f) => TestUtil.Rand(rows * v, seed, scale);
@@ -365,12 +398,12 @@ public class SamplerTests
     }
 
     static IReadOnlyList<Sample> RunSampler(LlamaModel m, int slots, int maxRows, out SamplerStats stats, int requests = 4, int n = 3, int maxNew = 14,
-        DType cache = DType.F32)
+        DType cache = DType.F32, int sharedPrompts = 0)
     {
         var settings = new SamplerSettings
         {
             Temperature = 1f, TopK = 40, TopP = 0.95f, MaxNewTokens = maxNew, Eos = 5, Slots = slots, MaxSeq = 30, MaxRowsPerStep = maxRows, Seed = 77,
-            Cache = cache,
+            Cache = cache, SharedPrompts = sharedPrompts, PromptPositions = 8,   // the longest prompt (9 tokens) less one
         };
         using var sampler = new Sampler(m, settings);
         var reqs = Prompts(m.Config.Vocab).Take(requests).Select((p, i) => new SampleRequest(100 + i, p, n));
@@ -432,6 +465,90 @@ public class SamplerTests
         {
             using var m = TinyModel(ops, lora: true);
             return RunSampler(m, 2, 0, out _, requests: 2, n: 2, maxNew: 8, cache: cache);
+        }
+    }
+
+    /// <summary>
+    /// Shared prompts: logits of two candidates that read one prefilled copy of their prompt (a prompt slot,
+    /// each candidate feeding the prompt's last token itself) equal the logits of the same candidates each
+    /// holding and prefilling the whole prompt, at every step. Bit for bit on the CPU twin (every call has at
+    /// most 32 rows, where the GEMM keeps its path, and the attention's arithmetic does not depend on where a
+    /// key lives); on the kernels within 1e-5 + 1e-4 relative (their GEMM tiles follow the row count).
+    /// </summary>
+    [Test]
+    public void Sampler_SharedPrompt_LogitsEqualTheUnsharedPath([Values] bool kernels, [Values(DType.F32, DType.BF16)] DType cache)
+    {
+        IBackend ops = kernels ? TestUtil.Ilgpu : new CpuBackend();
+        using var m = TinyModel(ops, lora: true);
+        int v = m.Config.Vocab, L = 9;
+        var prompt = Tokens(L, 31, v);
+        var next = new[] { Tokens(4, 32, v), Tokens(4, 33, v) };               // each candidate's own continuation
+        using var plain = new KvCache(m, slots: 2, maxSeq: 20, maxRows: 24, cache);
+        using var sharedCache = new KvCache(m, new KvLayout(2, 8, PromptSlots: 1, PromptPositions: L - 1), 20, 24, cache);
+        var a = new List<float[]>(); var b = new List<float[]>();
+        // plain: both slots prefill the whole prompt; shared: the prompt less its last token once, in prompt slot id 2
+        a.Add(m.ForwardRows([.. prompt, .. prompt], [.. Enumerable.Repeat(0, L), .. Enumerable.Repeat(1, L)],
+            [.. Enumerable.Range(0, L), .. Enumerable.Range(0, L)], plain, [L - 1, 2 * L - 1]));
+        b.Add(m.ForwardRows(prompt[..^1], [.. Enumerable.Repeat(2, L - 1)], [.. Enumerable.Range(0, L - 1)], sharedCache, []));
+        Assert.That(b[0], Is.Empty, "no logit rows, no LM head");
+        sharedCache.Link(0, 0, L - 1); sharedCache.Link(1, 0, L - 1);
+        b[0] = m.ForwardRows([prompt[^1], prompt[^1]], [0, 1], [L - 1, L - 1], sharedCache, [0, 1]);
+        for (int step = 0; step < 4; step++)
+        {
+            int[] toks = [next[0][step], next[1][step]], at = [L + step, L + step];
+            a.Add(m.ForwardRows(toks, [0, 1], at, plain, [0, 1]));
+            b.Add(m.ForwardRows(toks, [0, 1], at, sharedCache, [0, 1]));
+        }
+        for (int i = 0; i < a.Count; i++)
+            if (kernels) TestUtil.Close(b[i], a[i], 1e-5f, 1e-4f, $"step {i}");
+            else Assert.That(b[i], Is.EqualTo(a[i]), $"step {i}");
+        Assert.That(sharedCache.Layout.Rows, Is.LessThan(plain.Layout.Rows));
+        // a linked slot must not write into its shared prompt, and a prompt slot holds only its positions
+        var ex = Assert.Throws<ArgumentException>(() => m.ForwardRows([1], [0], [3], sharedCache, [0]));
+        Assert.That(ex!.Message, Does.Contain("row 0: position 3 of slot 0 lies in its shared prompt"));
+        ex = Assert.Throws<ArgumentException>(() => m.ForwardRows([1], [2], [L - 1], sharedCache, [0]));
+        Assert.That(ex!.Message, Does.Contain("outside prompt slot 0's 8"));
+    }
+
+    /// <summary>The sampler with shared prompts (2 prompt slots for 4 requests × 3 samples, so requests wait for
+    /// one; 4 rows per step, so prompts prefill across steps) draws the candidates of the unshared sampler with
+    /// the same seeds: tokens, stop reasons and lengths equal, log-probabilities to 1e-5 (the row count of each
+    /// forward differs, and the GEMM's path with it). It forwards fewer prompt rows: each prompt but its last
+    /// token once.</summary>
+    [Test]
+    public void Sampler_SharedPrompts_DrawTheUnsharedCandidates([Values(0, 4)] int maxRows)
+    {
+        var ops = new CpuBackend();
+        using var m = TinyModel(ops, lora: true);
+        var plain = RunSampler(m, 3, maxRows, out var s1);
+        var shared = RunSampler(m, 3, maxRows, out var s2, sharedPrompts: 2);
+        Assert.That(shared.Select(x => (x.RequestId, x.Index)), Is.EqualTo(plain.Select(x => (x.RequestId, x.Index))));
+        for (int i = 0; i < plain.Count; i++)
+        {
+            Assert.That(shared[i].Tokens, Is.EqualTo(plain[i].Tokens), $"sample {i}");
+            Assert.That((shared[i].StopReason, shared[i].TokenCount), Is.EqualTo((plain[i].StopReason, plain[i].TokenCount)), $"sample {i}");
+            Assert.That(shared[i].LogProb, Is.EqualTo(plain[i].LogProb).Within(1e-5), $"sample {i}");
+        }
+        var prompts = Prompts(m.Config.Vocab);
+        Assert.That(s1.PromptTokens, Is.EqualTo(3 * prompts.Sum(p => p.Length)));
+        Assert.That(s2.PromptTokens, Is.EqualTo(prompts.Sum(p => p.Length - 1) + 3 * prompts.Count));
+        Assert.That(s2.Rows, Is.LessThan(s1.Rows));
+        Assert.That(s2.GeneratedTokens, Is.EqualTo(s1.GeneratedTokens));
+    }
+
+    /// <summary>On the kernels the shared-prompt sampler draws what it draws on the twin (BF16 cache: version 2).</summary>
+    [Test]
+    public void Sampler_SharedPrompts_OnKernels_EqualsCpuTwin()
+    {
+        var a = RunOn(new CpuBackend());
+        var b = RunOn(TestUtil.Ilgpu);
+        Assert.That(b.Select(x => x.Tokens), Is.EqualTo(a.Select(x => x.Tokens)));
+        for (int i = 0; i < a.Count; i++) Assert.That(b[i].LogProb, Is.EqualTo(a[i].LogProb).Within(1e-4));
+
+        static IReadOnlyList<Sample> RunOn(IBackend ops)
+        {
+            using var m = TinyModel(ops, lora: true);
+            return RunSampler(m, 2, 0, out _, requests: 2, n: 2, maxNew: 8, cache: DType.BF16, sharedPrompts: 1);
         }
     }
 

@@ -195,7 +195,7 @@ public class LlamaParityTests
                         Enumerable.Repeat(p + step, b).ToArray(), cache, Enumerable.Range(0, b).ToArray()));
                 return all.ToArray();
             }
-            var e64 = Engine(ops, m, (t, sl, ps, c, lr) => ops.Read(m.ForwardRowsDevice(t, sl, ps, c, lr)));
+            var e64 = Engine(ops, m, (t, sl, ps, c, lr) => ops.Read(m.ForwardRowsDevice(t, sl, ps, c, lr)!));
             var ops32 = new CpuBackend();
             using var m32 = new LlamaModel(ops32, cfg, DType.F32, trainBase: false, seed: 99);
             ModelIO.LoadBase(m32, dir);

@@ -69,6 +69,8 @@ def main(nd_path, peer_path):
         p = next((x for x in peer.get("generate", []) if x["batch"] == b), None)
         r = s["tokens_per_second"] / p["tokens_per_s"] if p and p["tokens_per_s"] else None
         cache = s["stage"].split("(")[1].split(" KV")[0] if "KV cache" in s["stage"] else "F32"
+        if "prompts" in s["stage"]:
+            cache += ", " + ("shared prompts" if "shared prompts" in s["stage"] else "own prompts") + ", T 1"
         print(f"| decode batch {b}, {cache} cache, tokens/s | {fmt(s['tokens_per_second'], 0)} | {fmt(p['tokens_per_s'] if p else None, 0)} | {fmt(r, 2)} |")
     for i in peer.get("interop", []):
         print(f"| interop: {i['check']} | ‖Δ‖/‖ref‖ {i['rel_err']:.1e} (tol {i['tolerance']:.0e}) | — | {'pass' if i['pass'] else 'FAIL'} |")

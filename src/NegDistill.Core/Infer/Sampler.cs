@@ -51,12 +51,25 @@ public sealed record SamplerSettings
     public ulong Seed { get; init; }
     /// <summary>The KV cache's element type: F32, or BF16/F16 at half the bytes (twice the slots in the same memory).</summary>
     public Runtime.DType Cache { get; init; } = Runtime.DType.F32;
+    /// <summary>Shared prompts: the number of prompt slots (0: off, every sequence holds its own prompt).
+    /// With them, the N samples of a request read one copy of its prompt, prefilled once, and each slot
+    /// holds only its continuation (<see cref="MaxNewTokens"/> positions).</summary>
+    public int SharedPrompts { get; init; }
+    /// <summary>Positions per prompt slot: the longest prompt less its last token (which every sample feeds itself).</summary>
+    public int PromptPositions { get; init; }
+
+    /// <summary>The cache layout these settings allocate.</summary>
+    public KvLayout Layout => SharedPrompts > 0
+        ? new KvLayout(Slots, Math.Min(MaxNewTokens, MaxSeq), SharedPrompts, Math.Max(1, PromptPositions))
+        : KvLayout.Plain(Slots, MaxSeq);
 }
 
 /// <summary>Counters of the last <see cref="Sampler.Run"/>.</summary>
 public sealed class SamplerStats
 {
     public int Steps;
+    /// <summary>PromptTokens: prompt rows forwarded (with shared prompts each prompt's once, plus each
+    /// sample's last prompt token).</summary>
     public long PromptTokens, GeneratedTokens, Rows;
     public TimeSpan Elapsed;
     /// <summary>Generated tokens per second of wall time (prefill included in the time).</summary>
@@ -74,6 +87,11 @@ public sealed class SamplerStats
 /// cached are sampled on the device (<see cref="IBackend.SampleRows"/>). A sequence that stops (EOS,
 /// stop string, budget, full cache) frees its slot at once and the next waiting (request, index) is
 /// admitted into it, so a straggler never holds the batch.
+/// With <see cref="SamplerSettings.SharedPrompts"/>, a request's prompt but its last token is prefilled
+/// once into a prompt slot (rows of slot id S + prompt slot, no logits); its samples' slots are linked to
+/// it (<see cref="KvCache.Link"/>) and each feeds the prompt's last token itself as its first decode row,
+/// once the prompt is cached, so no sample's first token needs logits of another's row. A request waits
+/// for a free prompt slot in queue order; the slot is freed when its last sample ends.
 /// Randomness: sample (request, index) draws its t-th token with CounterRng seed
 /// <see cref="Sampling.SampleSeed"/>(Seed, request id, index) and counter t, so the candidates do not
 /// depend on the number of slots, the admission order or the backend's scheduling. This is llama2.c's
@@ -91,16 +109,26 @@ public sealed class Sampler : IDisposable
         int rows = settings.MaxRowsPerStep > 0 ? settings.MaxRowsPerStep : settings.Slots + 256;
         if (rows < settings.Slots) throw new ArgumentOutOfRangeException(nameof(settings), $"MaxRowsPerStep {rows} is below the {settings.Slots} slots' decode rows");
         (_model, _s) = (model, settings);
-        Cache = new KvCache(model, settings.Slots, settings.MaxSeq, rows, settings.Cache);
+        if (settings.SharedPrompts < 0) throw new ArgumentOutOfRangeException(nameof(settings), "SharedPrompts must not be negative");
+        Cache = new KvCache(model, settings.Layout, settings.MaxSeq, rows, settings.Cache);
     }
 
     public KvCache Cache { get; }
     public SamplerStats Stats { get; private set; } = new();
 
+    /// <summary>A request's shared prompt: positions 0..Length−1 in prompt slot Slot.</summary>
+    sealed class SharedPrompt
+    {
+        public required int Slot, Length;
+        public int Cached;                                   // prompt positions in the cache
+        public int Refs;                                     // samples not finished yet
+    }
+
     /// <summary>A sequence in a slot.</summary>
     sealed class Seq
     {
         public required SampleRequest Req;
+        public SharedPrompt? Prompt;
         public required int Index, Slot;
         public required ulong Seed;
         public required List<int> Tokens;                  // prompt + generated
@@ -120,6 +148,8 @@ public sealed class Sampler : IDisposable
             if (r.N < 1) throw new ArgumentException($"request {r.Id}: N = {r.N}");
             if (r.Prompt.Length < 1) throw new ArgumentException($"request {r.Id}: empty prompt");
             if (r.Prompt.Length >= _s.MaxSeq) throw new ArgumentException($"request {r.Id}: prompt of {r.Prompt.Length} tokens leaves no room in a cache of {_s.MaxSeq}");
+            if (_s.SharedPrompts > 0 && r.Prompt.Length - 1 > Cache.Layout.PromptPositions)
+                throw new ArgumentException($"request {r.Id}: prompt of {r.Prompt.Length} tokens is longer than the prompt slots' {Cache.Layout.PromptPositions} positions + 1");
         }
         if (reqs.Select(r => r.Id).Distinct().Count() != reqs.Count) throw new ArgumentException("request ids must be unique");
 
@@ -129,6 +159,11 @@ public sealed class Sampler : IDisposable
         var waiting = new Queue<(SampleRequest Req, int Index)>(reqs.SelectMany(r => Enumerable.Range(0, r.N).Select(i => (r, i))));
         var slots = new Seq?[_s.Slots];
         var active = new List<Seq>();                       // admission order
+        bool shared = _s.SharedPrompts > 0;
+        var freePrompts = new SortedSet<int>(Enumerable.Range(0, Cache.Layout.PromptSlots));
+        var prompts = new Dictionary<long, SharedPrompt>();  // by request id, while its samples run
+        var filling = new List<SharedPrompt>();              // prompts not yet fully cached, in admission order
+        var promptTokens = new Dictionary<SharedPrompt, int[]>();
         var done = new List<Sample>();
         int maxRows = Cache.MaxRows, v = _model.Config.Vocab;
         var tok = new int[maxRows]; var slotOf = new int[maxRows]; var pos = new int[maxRows];
@@ -141,15 +176,29 @@ public sealed class Sampler : IDisposable
             for (int si = 0; si < slots.Length && waiting.Count > 0; si++)
             {
                 if (slots[si] != null) continue;
-                var (req, index) = waiting.Dequeue();
-                var s = new Seq { Req = req, Index = index, Slot = si, Seed = Sampling.SampleSeed(_s.Seed, req.Id, index), Tokens = [.. req.Prompt] };
+                var (req, index) = waiting.Peek();
+                SharedPrompt? sp = null;
+                if (shared && req.Prompt.Length > 1 && !prompts.TryGetValue(req.Id, out sp))
+                {
+                    if (freePrompts.Count == 0) break;                 // the request waits for a prompt slot, in queue order
+                    sp = new SharedPrompt { Slot = freePrompts.Min, Length = req.Prompt.Length - 1, Refs = req.N };
+                    freePrompts.Remove(sp.Slot);
+                    prompts[req.Id] = sp;
+                    filling.Add(sp);
+                    promptTokens[sp] = req.Prompt;
+                    stats.PromptTokens += sp.Length;
+                }
+                waiting.Dequeue();
+                var s = new Seq { Req = req, Index = index, Slot = si, Seed = Sampling.SampleSeed(_s.Seed, req.Id, index), Tokens = [.. req.Prompt], Prompt = sp };
+                if (sp != null) { Cache.Link(si, sp.Slot, sp.Length); s.Cached = sp.Length; }
                 slots[si] = s;
                 active.Add(s);
-                stats.PromptTokens += req.Prompt.Length;
+                stats.PromptTokens += req.Prompt.Length - s.Cached;
             }
             if (active.Count == 0) break;
 
-            // rows: decode rows first (one pending token), then prefill chunks in admission order
+            // rows: decode rows first (one pending token, its shared prompt cached), then the shared prompts'
+            // prefill chunks, then the sequences' own prefill chunks, in admission order
             int n = 0;
             logitRows.Clear(); sampled.Clear();
             void AddRows(Seq s, int count)
@@ -162,7 +211,20 @@ public sealed class Sampler : IDisposable
                 s.Cached += count;
                 if (s.Cached == s.Tokens.Count) { logitRows.Add(n - 1); sampled.Add(s); }
             }
-            foreach (var s in active) if (s.Tokens.Count - s.Cached == 1) AddRows(s, 1);
+            bool Ready(Seq s) => s.Prompt == null || s.Prompt.Cached == s.Prompt.Length;
+            foreach (var s in active) if (s.Tokens.Count - s.Cached == 1 && Ready(s)) AddRows(s, 1);
+            foreach (var sp in filling)
+            {
+                int count = Math.Min(sp.Length - sp.Cached, maxRows - n);
+                var prompt = promptTokens[sp];
+                for (int i = 0; i < count; i++)
+                {
+                    tok[n] = prompt[sp.Cached + i]; slotOf[n] = _s.Slots + sp.Slot; pos[n] = sp.Cached + i;
+                    n++;
+                }
+                sp.Cached += count;
+            }
+            filling.RemoveAll(sp => sp.Cached == sp.Length);
             foreach (var s in active)
             {
                 int pending = s.Tokens.Count - s.Cached;
@@ -211,6 +273,11 @@ public sealed class Sampler : IDisposable
                 onSample?.Invoke(sample);
                 slots[s.Slot] = null;
                 active.Remove(s);
+                if (s.Prompt is { } p)
+                {
+                    Cache.Link(s.Slot, 0, 0);
+                    if (--p.Refs == 0) { freePrompts.Add(p.Slot); prompts.Remove(s.Req.Id); promptTokens.Remove(p); }
+                }
             }
         }
         stats.Elapsed = sw.Elapsed;

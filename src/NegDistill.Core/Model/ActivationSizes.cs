@@ -60,12 +60,12 @@ public static class ActivationSizes
         return [new("tokens", I32, n), new("pos", I32, n), new("mask", F32, n), new("targets", I32, n)];
     }
 
-    /// <summary>K and V of every slot, per layer (S, Tmax, C), in <paramref name="cache"/> (F32, BF16 or F16).</summary>
-    public static BufferSpec[] KvCache(LlamaConfig c, int slots, int maxSeq, DType cache = F32)
+    /// <summary>K and V of every cached position, per layer a pool (P, C), in <paramref name="cache"/> (F32, BF16 or F16).</summary>
+    public static BufferSpec[] KvCache(LlamaConfig c, long rows, DType cache = F32)
     {
         if (cache is not (F32 or DType.BF16 or DType.F16))
             throw new ArgumentOutOfRangeException(nameof(cache), cache, "a KV cache is F32, BF16 or F16");
-        return Enumerable.Range(0, c.Layers).SelectMany(l => new BufferSpec[] { new($"kv.k{l}", cache, slots, maxSeq, c.Dim), new($"kv.v{l}", cache, slots, maxSeq, c.Dim) }).ToArray();
+        return Enumerable.Range(0, c.Layers).SelectMany(l => new BufferSpec[] { new($"kv.k{l}", cache, rows, c.Dim), new($"kv.v{l}", cache, rows, c.Dim) }).ToArray();
     }
 
     /// <summary>The KV-cache forward's row buffers and the sampler's I/O, for up to R rows per call.</summary>
@@ -77,7 +77,7 @@ public static class ActivationSizes
             new("kv.x", F32, r, C), new("kv.xn", F32, r, C), new("kv.q", F32, r, C), new("kv.kr", F32, r, C), new("kv.vr", F32, r, C),
             new("kv.ao", F32, r, C), new("kv.tmp", F32, r, C), new("kv.rstd", F32, r),
             new("kv.g", F32, r, F), new("kv.u", F32, r, F), new("kv.h", F32, r, F), new("kv.logits", F32, r, c.Vocab),
-            new("kv.tokens", I32, r), new("kv.slot", I32, r), new("kv.pos", I32, r), new("kv.logitrows", I32, r),
+            new("kv.tokens", I32, r), new("kv.map", I32, r, 3), new("kv.pos", I32, r), new("kv.logitrows", I32, r),
             new("kv.sampled", I32, r), new("kv.sampled.lp", F32, r), new("kv.seed", I32, r, 2), new("kv.counter", I32, r),
         ];
     }

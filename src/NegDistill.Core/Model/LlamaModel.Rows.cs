@@ -8,37 +8,43 @@ public sealed partial class LlamaModel
     /// <summary>
     /// One forward over R rows, row r = token tokens[r] of cache slot slot[r] at absolute position
     /// pos[r]; rows of one slot at consecutive positions are a prefill chunk, a single row is a decode
-    /// step, and any mix of slots can share a call. Each row's K and V are written to the cache before
-    /// attention, and row r attends to its slot's positions 0..pos[r], so every position below pos[r]
-    /// of that slot must already be in the cache or among this call's rows. Per layer, as in
+    /// step, and any mix of slots can share a call. Slot ids from <see cref="KvCache.Slots"/> on are the
+    /// prompt slots; a slot linked to one (<see cref="KvCache.Link"/>) reads its first positions there and
+    /// writes only its own. Each row's K and V are written to the cache before attention, and row r
+    /// attends to its sequence's positions 0..pos[r], so every position below pos[r] must already be in
+    /// the cache or among this call's rows (a prompt's last chunk and its candidates' first rows may share
+    /// a call). Per layer, as in
     /// <see cref="ForwardHidden"/>: RMSNorm → q, k, v (adapters included) → RoPE at the rows' positions →
     /// cache write → cached attention → o_proj + residual → RMSNorm → SwiGLU MLP + residual; then the
     /// final norm, the rows named in <paramref name="logitRows"/> gathered, and the LM head on those
     /// only. Dropout is off. Returns the logits (logitRows.Length, V) as a view of the cache's buffer,
-    /// valid until the next call.
+    /// valid until the next call; with no logit rows (a prefill-only call) no LM head runs and the result is null.
     /// </summary>
-    public Tensor ForwardRowsDevice(ReadOnlySpan<int> tokens, ReadOnlySpan<int> slot, ReadOnlySpan<int> pos, KvCache cache, ReadOnlySpan<int> logitRows)
+    public Tensor? ForwardRowsDevice(ReadOnlySpan<int> tokens, ReadOnlySpan<int> slot, ReadOnlySpan<int> pos, KvCache cache, ReadOnlySpan<int> logitRows)
     {
         int r = tokens.Length, n2 = logitRows.Length;
         if (cache.Model != this) throw new ArgumentException("the KV cache belongs to another model");
         if (r < 1 || r > cache.MaxRows) throw new ArgumentException($"{r} rows; the KV cache takes 1 to {cache.MaxRows} per call");
         if (slot.Length != r || pos.Length != r) throw new ArgumentException($"{r} tokens but {slot.Length} slots and {pos.Length} positions");
-        if (n2 < 1 || n2 > r) throw new ArgumentException($"{n2} logit rows out of {r}");
+        if (n2 > r) throw new ArgumentException($"{n2} logit rows out of {r}");
+        var map = cache.MapScratch(r);
         for (int i = 0; i < r; i++)
         {
             if ((uint)tokens[i] >= (uint)V) throw new ArgumentException($"row {i}: token {tokens[i]} outside the vocabulary of {V}");
-            if ((uint)slot[i] >= (uint)cache.Slots) throw new ArgumentException($"row {i}: slot {slot[i]} outside the cache's {cache.Slots}");
-            if ((uint)pos[i] >= (uint)cache.MaxSeq) throw new ArgumentException($"row {i}: position {pos[i]} outside the cache's {cache.MaxSeq}");
+            if ((uint)slot[i] >= (uint)cache.SlotIds) throw new ArgumentException($"row {i}: slot {slot[i]} outside the cache's {cache.SlotIds}");
+            if (pos[i] < 0) throw new ArgumentException($"row {i}: position {pos[i]} is negative");
+            (map[3 * i], map[3 * i + 1], map[3 * i + 2]) = cache.Map(slot[i], pos[i], i);
         }
         foreach (int i in logitRows) if ((uint)i >= (uint)r) throw new ArgumentException($"logit row {i} outside the {r} rows");
 
         var o = Ops;
         Pass.Training = false;
-        o.Upload(cache.Tokens, tokens); o.Upload(cache.RowSlot, slot); o.Upload(cache.RowPos, pos); o.Upload(cache.LogitRows, logitRows);
+        o.Upload(cache.Tokens, tokens); o.Upload(cache.RowMap, map.AsSpan(0, 3 * r)); o.Upload(cache.RowPos, pos);
+        if (n2 > 0) o.Upload(cache.LogitRows, logitRows);
         var (x, xn, q, k, v, ao, tmp) = (o.View(cache.X, 0, r, C), o.View(cache.Xn, 0, r, C), o.View(cache.Q, 0, r, C),
             o.View(cache.Kr, 0, r, C), o.View(cache.Vr, 0, r, C), o.View(cache.Ao, 0, r, C), o.View(cache.Tmp, 0, r, C));
         var (g, u, hh, rstd) = (o.View(cache.G, 0, r, F), o.View(cache.U, 0, r, F), o.View(cache.Hh, 0, r, F), o.View(cache.Rstd, 0, r));
-        int tmax = cache.MaxSeq;
+        int tmax = cache.MaxSeq;                                                        // bound on pos + 1
         o.EmbeddingForward(x, cache.Tokens, Embed.W, r, C);                             // x(R,C)
         for (int l = 0; l < Layers.Length; l++)
         {
@@ -49,8 +55,8 @@ public sealed partial class LlamaModel
             Linear(l, Proj.v_proj, xn, v, r);
             o.Rope(q, cache.RowPos, r, H, Hd, Config.RopeTheta, false);
             o.Rope(k, cache.RowPos, r, H, Hd, Config.RopeTheta, false);
-            o.CacheWrite(cache.K[l], cache.V[l], k, v, cache.RowSlot, cache.RowPos, r, tmax, C);
-            o.CachedAttention(ao, q, cache.K[l], cache.V[l], cache.RowSlot, cache.RowPos, r, tmax, H, Hd);   // ao(R,C)
+            o.CacheWrite(cache.K[l], cache.V[l], k, v, cache.RowMap, cache.RowPos, r, C);
+            o.CachedAttention(ao, q, cache.K[l], cache.V[l], cache.RowMap, cache.RowPos, r, tmax, H, Hd);   // ao(R,C)
             Linear(l, Proj.o_proj, ao, tmp, r);
             o.Axpy(x, tmp, 1f, (long)r * C);                                             // x += o(ao)
             o.RmsNormForward(xn, rstd, x, w.MlpNorm.W, r, C, Config.NormEps);
@@ -60,6 +66,7 @@ public sealed partial class LlamaModel
             Linear(l, Proj.down_proj, hh, tmp, r);
             o.Axpy(x, tmp, 1f, (long)r * C);                                             // x += down(h)
         }
+        if (n2 == 0) return null;
         o.RmsNormForward(xn, rstd, x, FinalNorm.W, r, C, Config.NormEps);
         var sel = o.View(cache.Ao, 0, n2, C);
         o.GatherRows(sel, xn, cache.LogitRows, n2, C);                                   // sel(n2,C) = xf[logitRows]
@@ -73,7 +80,7 @@ public sealed partial class LlamaModel
     {
         var t = ForwardRowsDevice(tokens, slot, pos, cache, logitRows);
         var r = new float[(long)logitRows.Length * V];
-        Ops.Download(t, r);
+        if (t != null) Ops.Download(t, r);
         return r;
     }
 }

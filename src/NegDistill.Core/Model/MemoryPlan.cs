@@ -93,8 +93,10 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
     /// <param name="nat">for a NAT student (LoRA_neg + LoRA_pos + integration units, frozen): their
     /// settings; <paramref name="lora"/> is then ignored</param>
     /// <param name="cache">the KV cache's element type (F32, BF16 or F16)</param>
+    /// <param name="layout">where the cache keeps sequences (shared prompts); null: <paramref name="slots"/> plain
+    /// slots of <paramref name="maxSeq"/> positions</param>
     public static MemoryPlan ForSampling(LlamaConfig c, DType weights, LoraConfig? lora, int slots, int maxSeq, int maxRows, NatPlan? nat = null,
-        DType cache = DType.F32)
+        DType cache = DType.F32, KvLayout? layout = null)
     {
         long L = c.Layers;
         int R = maxRows;
@@ -124,7 +126,8 @@ public sealed record MemoryPlan(IReadOnlyList<(string Item, long Bytes)> Items)
             items.Add(("LoRA weights (F32, frozen)", adapterParams * 4));
             items.Add(("LoRA row buffers", adapterRows));
         }
-        items.Add(($"KV cache ({slots} slots × {maxSeq} positions, {cache})", ActivationSizes.Bytes(ActivationSizes.KvCache(c, slots, maxSeq, cache))));
+        layout ??= KvLayout.Plain(slots, maxSeq);
+        items.Add(($"KV cache ({layout}, {cache})", ActivationSizes.Bytes(ActivationSizes.KvCache(c, layout.Rows, cache))));
         var kvRows = ActivationSizes.KvRows(c, R);
         items.Add(($"row buffers ({maxRows} rows per forward)", ActivationSizes.Bytes(kvRows.Where(b => b.Type == DType.F32 && b.Name != "kv.sampled.lp"))));
         items.Add(("row ids, positions, seeds, sampled tokens", ActivationSizes.Bytes(kvRows.Where(b => b.Type != DType.F32 || b.Name == "kv.sampled.lp"))));

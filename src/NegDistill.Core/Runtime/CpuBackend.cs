@@ -252,30 +252,30 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         });
     }
 
-    public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c)
+    public void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowMap, Tensor rowPos, int r, int c)
     {
-        k.Expect((long)r * c, "CacheWrite k"); v.Expect((long)r * c, "CacheWrite v");
+        k.Expect((long)r * c, "CacheWrite k"); v.Expect((long)r * c, "CacheWrite v"); rowMap.Expect(3L * r, "CacheWrite rowMap");
         if (kCache.DType is DType.BF16 or DType.F16)
-            KvCacheOps.Write16<T>(C(kCache).H, C(vCache).H, F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c, kCache.DType == DType.BF16);
-        else KvCacheOps.Write<T>(F(kCache), F(vCache), F(k), F(v), I(rowSlot), I(rowPos), r, tmax, c);
+            KvCacheOps.Write16<T>(C(kCache).H, C(vCache).H, F(k), F(v), I(rowMap), I(rowPos), r, c, kCache.DType == DType.BF16);
+        else KvCacheOps.Write<T>(F(kCache), F(vCache), F(k), F(v), I(rowMap), I(rowPos), r, c);
     }
-    public void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowSlot, Tensor rowPos, int r, int tmax, int nHeads, int headDim)
+    public void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowMap, Tensor rowPos, int r, int maxContext, int nHeads, int headDim)
     {
         int c = nHeads * headDim;
-        outp.Expect((long)r * c, "CachedAttention out"); q.Expect((long)r * c, "CachedAttention q");
-        var (o, qs, sl, ps) = (F(outp), F(q), I(rowSlot), I(rowPos));
-        bool serial = r == 1 || (long)r * tmax * c < 1 << 16;   // rows are independent; split them once that pays
+        outp.Expect((long)r * c, "CachedAttention out"); q.Expect((long)r * c, "CachedAttention q"); rowMap.Expect(3L * r, "CachedAttention rowMap");
+        var (o, qs, map, ps) = (F(outp), F(q), I(rowMap), I(rowPos));
+        bool serial = r == 1 || (long)r * maxContext * c < 1 << 16;   // rows are independent; split them once that pays
         if (kCache.DType is DType.BF16 or DType.F16)
         {
             var (kc, vc, bf) = (C(kCache).H, C(vCache).H, kCache.DType == DType.BF16);
-            if (serial) KvCacheOps.Attend16<T>(o, qs, kc, vc, sl, ps, 0, r, tmax, nHeads, headDim, bf);
-            else Parallel.For(0, r, ri => KvCacheOps.Attend16<T>(o, qs, kc, vc, sl, ps, ri, ri + 1, tmax, nHeads, headDim, bf));
+            if (serial) KvCacheOps.Attend16<T>(o, qs, kc, vc, map, ps, 0, r, nHeads, headDim, bf);
+            else Parallel.For(0, r, ri => KvCacheOps.Attend16<T>(o, qs, kc, vc, map, ps, ri, ri + 1, nHeads, headDim, bf));
         }
         else
         {
             var (kc, vc) = (F(kCache), F(vCache));
-            if (serial) KvCacheOps.Attend<T>(o, qs, kc, vc, sl, ps, 0, r, tmax, nHeads, headDim);
-            else Parallel.For(0, r, ri => KvCacheOps.Attend<T>(o, qs, kc, vc, sl, ps, ri, ri + 1, tmax, nHeads, headDim));
+            if (serial) KvCacheOps.Attend<T>(o, qs, kc, vc, map, ps, 0, r, nHeads, headDim);
+            else Parallel.For(0, r, ri => KvCacheOps.Attend<T>(o, qs, kc, vc, map, ps, ri, ri + 1, nHeads, headDim));
         }
     }
     public void GatherRows(Tensor dst, Tensor src, Tensor rows, int r2, int c)

@@ -75,13 +75,16 @@ public interface IBackend : IDisposable
         int b, int t, int nHeads, int headDim);
 
     // ---- KV-cache inference (math: Ops/KvCache.cs, Ops/Sampling.cs) --------------------------
-    // A forward is R rows, row r = one token of slot rowSlot[r] (I32) at absolute position rowPos[r] (I32).
-    /// <summary>kCache, vCache (S,Tmax,C) at [slot_r, pos_r, :] ← k, v (R,C); the caches are F32, or BF16/F16
-    /// (narrowed as written: half the bytes).</summary>
-    void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowSlot, Tensor rowPos, int r, int tmax, int c);
-    /// <summary>out (R,C): row r, head h attends to its slot's cache positions 0..rowPos[r] inclusive
-    /// (max-subtracted softmax, scale 1/√hd), so prefill rows and decode rows are the same op.</summary>
-    void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowSlot, Tensor rowPos, int r, int tmax, int nHeads, int headDim);
+    // A forward is R rows, row r = one token at absolute position rowPos[r] (I32) of a sequence whose
+    // positions lie in the cache pool (P,C) as rowMap[r] = (pb, L, ob) (R,3, I32) says: position j at cache
+    // row pb + j for j < L (a shared prefix), at ob + j − L for j ≥ L (Ops/KvCache.cs).
+    /// <summary>kCache, vCache (P,C) at the cache row of (rowMap_r, pos_r) ← k, v (R,C); the caches are F32, or
+    /// BF16/F16 (narrowed as written: half the bytes).</summary>
+    void CacheWrite(Tensor kCache, Tensor vCache, Tensor k, Tensor v, Tensor rowMap, Tensor rowPos, int r, int c);
+    /// <summary>out (R,C): row r, head h attends to its sequence's positions 0..rowPos[r] inclusive
+    /// (max-subtracted softmax, scale 1/√hd), so prefill rows and decode rows are the same op;
+    /// <paramref name="maxContext"/> bounds rowPos + 1 (the kernels' scratch).</summary>
+    void CachedAttention(Tensor outp, Tensor q, Tensor kCache, Tensor vCache, Tensor rowMap, Tensor rowPos, int r, int maxContext, int nHeads, int headDim);
     /// <summary>dst (R2,C) ← src[rows (R2, I32), :].</summary>
     void GatherRows(Tensor dst, Tensor src, Tensor rows, int r2, int c);
     /// <summary>One token per row of logits (R,V, read only) into tokens (R, I32; −1 for NaN rows) and

@@ -14,6 +14,7 @@ public sealed record EvalSettings
     public int Limit { get; set; }
     public int Slots { get; set; }
     public string KvCache { get; set; } = "auto";
+    public bool SharePrompt { get; set; } = true;
 
     public static class Keys
     {
@@ -25,6 +26,7 @@ public sealed record EvalSettings
         public static readonly SettingInfo Temperature = new("--temperature", "eval.temperature", "sampling temperature (positive)");
         public static readonly SettingInfo Limit = new("--limit", "eval.limit", "only the first K questions (0: all)");
         public static readonly SettingInfo Slots = new("--slots", "eval.slots", "KV-cache slots, i.e. sequences decoded at once (0: the most that fit the device, up to 256)");
+        public static readonly SettingInfo SharePrompt = new("--share-prompt", "eval.share_prompt", "the N candidates of a question read one copy of its prompt, prefilled once (false: each holds and prefills its own)");
         public static readonly SettingInfo KvCache = new("--kv-cache", "eval.kv_cache", "KV-cache element type: auto (bf16 on a GPU, f32 on the CPU), f32, bf16 or f16; 16 bits hold twice the slots");
     }
 
