@@ -308,7 +308,11 @@ public sealed class IlgpuBackend : IBackend
     public void EmbeddingForward(Tensor outp, Tensor tokens, Tensor wte, int n, int c) => _emb.Forward(F(outp), I(tokens), F(wte), n, c);
     public void EmbeddingBackward(Tensor dwte, Tensor tokens, Tensor dout, int n, int c) => _emb.Backward(F(dwte), I(tokens), F(dout), n, c);
     public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps) => _rms.Forward(F(outp), F(rstd), F(x), F(w), n, c, eps);
-    public void RmsNormBackward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) => _rms.Backward(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c);
+    public void RmsNormBackward(Tensor dx, Tensor? dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) =>
+        _rms.Backward(F(dx), dw == null ? default : F(dw), F(dout), F(x), F(w), F(rstd), n, c);
+    /// <summary>RMSNorm backward with dw by version 1 (one thread per column), for gpu-check's side-by-side check and timing.</summary>
+    public void RmsNormBackwardV1(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) =>
+        _rms.Backward(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c, RmsNormKernels.DwVersion.V1Columns);
 
     public void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse)
     {

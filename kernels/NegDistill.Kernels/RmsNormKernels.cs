@@ -4,8 +4,13 @@ using ILGPU.Runtime;
 namespace NegDistill.Kernels;
 
 /// <summary>RMSNorm forward/backward. CPU twin and the math: src/NegDistill.Core/Ops/RmsNorm.cs.
-/// One group per row for the reductions (coalesced strided loops over C); dw is a column-parallel
-/// pass over rows so it needs no atomics and sums in a fixed order.</summary>
+/// One group per row for the reductions (coalesced strided loops over C). dw (only for a trained norm
+/// weight; frozen ones skip it) sums in a fixed order without atomics:
+///   version 1  BackwardDwKernel: one thread per column over all N rows (C threads: 4,096 at LLaMA-7b,
+///              16 groups of 256 on a GPU of 132 SMs, each thread N loads long).
+///   version 2  BackwardDwPartsKernel + BackwardDwAddKernel: the twin's two stages — a part per block of
+///              <see cref="Ops.RmsNorm.BlockRows"/> rows and column (C·N/32 threads: 524,288 at 16 × 256, each
+///              32 loads long, warps reading consecutive columns), then the parts added in block order.</summary>
 public static class RmsNormKernels
 {
     /// <summary>Grid: N groups. out(N,C), rstd(N), x(N,C), w(C).</summary>
@@ -43,6 +48,25 @@ public static class RmsNormKernels
     }
 
 
+    /// <summary>Version 2, stage 1. Grid: (C, blocks). parts[b, j] = Σ over rows [32b, 32b + 32) ∩ [0, N), in order, of dout·x·rstd.</summary>
+    public static void BackwardDwPartsKernel(Index2D i, ArrayView<float> parts, ArrayView<float> dout, ArrayView<float> x, ArrayView<float> rstd, int n, int c)
+    {
+        int j = i.X, b = i.Y, lo = b * Ops.RmsNorm.BlockRows, hi = Math.Min(n, lo + Ops.RmsNorm.BlockRows);
+        float acc = 0f;
+        for (int r = lo; r < hi; r++) acc += dout[(long)r * c + j] * x[(long)r * c + j] * rstd[r];
+        parts[(long)b * c + j] = acc;
+    }
+
+    /// <summary>Version 2, stage 2. One thread per column: dw[j] += parts[0, j] + parts[1, j] + … in block order.</summary>
+    public static void BackwardDwAddKernel(Index1D j, ArrayView<float> dw, ArrayView<float> parts, int blocks, int c)
+    {
+        float acc = dw[j];
+        for (int b = 0; b < blocks; b++) acc += parts[(long)b * c + j];
+        dw[j] = acc;
+    }
+
+    public enum DwVersion { V1Columns = 1, V2Blocks = 2 }
+
     public sealed class Launcher(Accelerator acc, int group)
     {
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _fwd =
@@ -55,10 +79,29 @@ public static class RmsNormKernels
         public void Forward(ArrayView<float> outp, ArrayView<float> rstd, ArrayView<float> x, ArrayView<float> w, int n, int c, float eps)
             => _fwd(new KernelConfig(n, group), outp, rstd, x, w, c, eps);
 
-        public void Backward(ArrayView<float> dx, ArrayView<float> dw, ArrayView<float> dout, ArrayView<float> x, ArrayView<float> w, ArrayView<float> rstd, int n, int c)
+        readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _bdwParts =
+            acc.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardDwPartsKernel);
+        readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _bdwAdd =
+            acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(BackwardDwAddKernel);
+        MemoryBuffer1D<float, Stride1D.Dense>? _parts;
+
+        /// <param name="dw">(C) +=; not valid (default): the weight is frozen, no dw pass runs</param>
+        public void Backward(ArrayView<float> dx, ArrayView<float> dw, ArrayView<float> dout, ArrayView<float> x, ArrayView<float> w, ArrayView<float> rstd, int n, int c,
+            DwVersion version = DwVersion.V2Blocks)
         {
             _bdx(new KernelConfig(n, group), dx, dout, x, w, rstd, c);
-            _bdw(c, dw, dout, x, rstd, n, c);
+            if (!dw.IsValid) return;
+            if (version == DwVersion.V1Columns) { _bdw(c, dw, dout, x, rstd, n, c); return; }
+            int blocks = (n + Ops.RmsNorm.BlockRows - 1) / Ops.RmsNorm.BlockRows;
+            long need = (long)blocks * c;
+            if (_parts == null || _parts.Length < need)
+            {
+                acc.Synchronize();                             // a launch in flight may still read the old scratch
+                _parts?.Dispose();
+                _parts = acc.Allocate1D<float>(need);
+            }
+            _bdwParts(new Index2D(c, blocks), _parts.View, dout, x, rstd, n, c);
+            _bdwAdd(c, dw, _parts.View, blocks, c);
         }
     }
 }

@@ -137,10 +137,28 @@ public static class OpCases
         };
         yield return new OpCase
         {
-            Family = "RmsNorm", Name = "backward", Shape = rows,
+            Family = "RmsNorm", Name = "backward (dw v2: blocks of 32 rows)", Shape = rows,
             Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C), ["dw"] = R(1, C) },
             Run = (o, t) => o.RmsNormBackward(t["dx"], t["dw"], t["dy"], t["x"], t["w"], t["rstd"], n, C), Outputs = ["dx", "dw"],
             Flops = 8.0 * nc, Bytes = 16.0 * nc,
+        };
+        yield return new OpCase
+        {
+            Family = "RmsNorm", Name = "backward (dw v1: one thread per column)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C), ["dw"] = R(1, C) },
+            Run = (o, t) =>
+            {
+                if (o is NegDistill.Kernels.IlgpuBackend ib) ib.RmsNormBackwardV1(t["dx"], t["dw"], t["dy"], t["x"], t["w"], t["rstd"], n, C);
+                else o.RmsNormBackward(t["dx"], t["dw"], t["dy"], t["x"], t["w"], t["rstd"], n, C);
+            },
+            Outputs = ["dx", "dw"], Flops = 8.0 * nc, Bytes = 16.0 * nc,
+        };
+        yield return new OpCase
+        {
+            Family = "RmsNorm", Name = "backward, frozen weight (no dw)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
+            Run = (o, t) => o.RmsNormBackward(t["dx"], null, t["dy"], t["x"], t["w"], t["rstd"], n, C), Outputs = ["dx"],
+            Flops = 6.0 * nc, Bytes = 12.0 * nc,
         };
         foreach (bool inverse in new[] { false, true })
             yield return new OpCase

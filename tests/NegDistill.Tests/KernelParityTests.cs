@@ -50,15 +50,50 @@ public class KernelParityTests
             "out", "dwte");
     }
 
+    /// <summary>RMSNorm forward and backward; rows 5 (one block of the dw sum) and 77 (three blocks, the last
+    /// partial), so the kernels' version 2 dw (parts per 32 rows, added in block order) meets the twin's blocks.</summary>
     [Test]
-    public void RmsNorm([Values(7, 40)] int c)
+    public void RmsNorm([Values(7, 40)] int c, [Values(5, 77)] int n)
     {
-        Parity(new() { ["x"] = F(1, 2, 5, c), ["w"] = F(2, 1, c), ["y"] = Z(5, c), ["rstd"] = Z(5), ["dy"] = F(3, 1, 5, c), ["dx"] = F(4, 1, 5, c), ["dw"] = F(5, 1, c) },
+        Parity(new() { ["x"] = F(1, 2, n, c), ["w"] = F(2, 1, c), ["y"] = Z(n, c), ["rstd"] = Z(n), ["dy"] = F(3, 1, n, c), ["dx"] = F(4, 1, n, c), ["dw"] = F(5, 1, c) },
             (ops, t) =>
             {
-                ops.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], 5, c, 1e-6f);
-                ops.RmsNormBackward(t["dx"], t["dw"], t["dy"], t["x"], t["w"], t["rstd"], 5, c);
+                ops.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], n, c, 1e-6f);
+                ops.RmsNormBackward(t["dx"], t["dw"], t["dy"], t["x"], t["w"], t["rstd"], n, c);
             }, "y", "rstd", "dx", "dw");
+    }
+
+    /// <summary>A frozen norm weight (dw null) gets exactly the dx of the full backward, on both backends; and the
+    /// kernels' dw version 1 (one thread per column) agrees with version 2 (fp32, other summation order: 1e-5 + 1e-4).</summary>
+    [Test]
+    public void RmsNorm_FrozenWeight_SameDx_AndDwVersionsAgree()
+    {
+        int n = 77, c = 40;
+        foreach (IBackend ops in new IBackend[] { new CpuBackend(), TestUtil.Ilgpu })
+        {
+            float[] Dx(bool withDw, out float[] dw, bool v1 = false)
+            {
+                using var x = ops.Alloc("x", DType.F32, n, c); using var w = ops.Alloc("w", DType.F32, c); using var rstd = ops.Alloc("rstd", DType.F32, n);
+                using var y = ops.Alloc("y", DType.F32, n, c); using var dy = ops.Alloc("dy", DType.F32, n, c); using var dx = ops.Alloc("dx", DType.F32, n, c);
+                using var tdw = ops.Alloc("dw", DType.F32, c);
+                ops.Upload(x, TestUtil.Rand(n * c, 1, 2)); ops.Upload(w, TestUtil.Rand(c, 2)); ops.Upload(dy, TestUtil.Rand(n * c, 3)); ops.Upload(dx, TestUtil.Rand(n * c, 4));
+                ops.Upload(tdw, TestUtil.Rand(c, 5));
+                ops.RmsNormForward(y, rstd, x, w, n, c, 1e-6f);
+                if (v1) ((NegDistill.Kernels.IlgpuBackend)ops).RmsNormBackwardV1(dx, tdw, dy, x, w, rstd, n, c);
+                else ops.RmsNormBackward(dx, withDw ? tdw : null, dy, x, w, rstd, n, c);
+                dw = TestUtil.Get(ops, tdw);
+                return TestUtil.Get(ops, dx);
+            }
+            var full = Dx(true, out var dwFull);
+            var frozen = Dx(false, out _);
+            Assert.That(frozen, Is.EqualTo(full), ops.Name);
+            Assert.That(dwFull, Is.Not.EqualTo(TestUtil.Rand(c, 5)), $"{ops.Name}: the full backward accumulates into dw");
+            if (ops is NegDistill.Kernels.IlgpuBackend)
+            {
+                Dx(true, out var dwV1, v1: true);
+                TestUtil.Close(dwFull, dwV1, 1e-5f, 1e-4f, "dw v2 vs v1");
+            }
+        }
     }
 
     [Test]

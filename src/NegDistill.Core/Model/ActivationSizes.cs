@@ -49,7 +49,6 @@ public static class ActivationSizes
             new("dres", F32, n, C), new("dx2", F32, n, C), new("dxn", F32, n, C), new("dq", F32, n, C), new("dk", F32, n, C), new("dv", F32, n, C),
             new("dao", F32, n, C), new("dh", F32, n, F), new("dg", F32, n, F), new("du", F32, n, F),
             new("xf", F32, n, C), new("rstdf", F32, n), new("dxf", F32, n, C), new("logits", F32, chunkRows, c.Vocab), new("losses", F32, n),
-            new("dw.frozen", F32, C),   // receives the norm-weight gradients of frozen norms
         ];
     }
 

@@ -220,8 +220,8 @@ public sealed partial class LlamaModel : IDisposable
 
     sealed class Scratch : IDisposable
     {
-        public required Tensor Dres, Dx2, Dxn, Dq, Dk, Dv, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses, DwSink;
-        public void Dispose() { foreach (var t in new[] { Dres, Dx2, Dxn, Dq, Dk, Dv, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses, DwSink }) t.Dispose(); }
+        public required Tensor Dres, Dx2, Dxn, Dq, Dk, Dv, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses;
+        public void Dispose() { foreach (var t in new[] { Dres, Dx2, Dxn, Dq, Dk, Dv, Dao, Dh, Dg, Du, Xf, RstdF, Dxf, Logits, Losses }) t.Dispose(); }
     }
 
     int _b, _t;
@@ -253,7 +253,6 @@ public sealed partial class LlamaModel : IDisposable
         {
             Dres = s["dres"], Dx2 = s["dx2"], Dxn = s["dxn"], Dq = s["dq"], Dk = s["dk"], Dv = s["dv"], Dao = s["dao"],
             Dh = s["dh"], Dg = s["dg"], Du = s["du"], Xf = s["xf"], RstdF = s["rstdf"], Dxf = s["dxf"], Logits = s["logits"], Losses = s["losses"],
-            DwSink = s["dw.frozen"],
         };
         var inputs = ActivationSizes.Alloc(o, "", ActivationSizes.Inputs(b, t));
         (_tokens, _pos, _mask, _targets) = (inputs["tokens"], inputs["pos"], inputs["mask"], inputs["targets"]);
@@ -377,7 +376,7 @@ public sealed partial class LlamaModel : IDisposable
         int n = Rows;
         var s = _s!;
         Ops.Fill(s.Dres, 0f);
-        Ops.RmsNormBackward(s.Dres, FinalNorm.Grad ?? s.DwSink, s.Dxf, _xs[^1], FinalNorm.W, s.RstdF, n, C);
+        Ops.RmsNormBackward(s.Dres, FinalNorm.Grad, s.Dxf, _xs[^1], FinalNorm.W, s.RstdF, n, C);
         for (int l = Layers.Length - 1; l >= 0; l--)
         {
             var a = Acts(l);
@@ -399,7 +398,7 @@ public sealed partial class LlamaModel : IDisposable
         Ops.SwiGluBackward(s.Dg, s.Du, s.Dh, a.G, a.U, (long)n * F);
         LinearBackward(l, Proj.gate_proj, a.Xn2, s.Dg, s.Dxn, n, false);            // dxn2 = dg·Wg
         LinearBackward(l, Proj.up_proj, a.Xn2, s.Du, s.Dxn, n, true);               //      + du·Wu
-        Ops.RmsNormBackward(s.Dx2, w.MlpNorm.Grad ?? s.DwSink, s.Dxn, a.X2, w.MlpNorm.W, a.Rstd2, n, C);
+        Ops.RmsNormBackward(s.Dx2, w.MlpNorm.Grad, s.Dxn, a.X2, w.MlpNorm.W, a.Rstd2, n, C);
         // attention branch
         LinearBackward(l, Proj.o_proj, a.Ao, s.Dx2, s.Dao, n, false);               // dao(N,C)
         Ops.Fill(s.Dq, 0f); Ops.Fill(s.Dk, 0f); Ops.Fill(s.Dv, 0f);
@@ -410,7 +409,7 @@ public sealed partial class LlamaModel : IDisposable
         LinearBackward(l, Proj.k_proj, a.Xn1, s.Dk, s.Dxn, n, true);
         LinearBackward(l, Proj.v_proj, a.Xn1, s.Dv, s.Dxn, n, true);
         Ops.Copy(s.Dres, s.Dx2);
-        Ops.RmsNormBackward(s.Dres, w.AttnNorm.Grad ?? s.DwSink, s.Dxn, _xs[l], w.AttnNorm.W, a.Rstd1, n, C);
+        Ops.RmsNormBackward(s.Dres, w.AttnNorm.Grad, s.Dxn, _xs[l], w.AttnNorm.W, a.Rstd1, n, C);
     }
 
     // ---------------------------------------------------------------- diagnosis

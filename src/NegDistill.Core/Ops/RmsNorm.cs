@@ -48,11 +48,12 @@ public static class RmsNorm
     /// One block of rows: dx += its rows' gradient; part = Σ over the block's rows (in order) of dy ⊙ x · rstd.
     /// Vectors of <see cref="Vector{T}"/> over C (the dot product g·x sums in vector lanes, then across them).
     /// </summary>
-    /// <param name="dx">(rows,C) +=</param><param name="part">(C) overwritten</param><param name="dout">(rows,C)</param>
+    /// <param name="dx">(rows,C) +=</param><param name="part">(C) overwritten; empty: dw not wanted (a frozen weight)</param><param name="dout">(rows,C)</param>
     /// <param name="x">(rows,C)</param><param name="w">(C)</param><param name="rstd">(rows)</param>
     public static void BackwardBlock<T>(Span<T> dx, Span<T> part, ReadOnlySpan<T> dout, ReadOnlySpan<T> x, ReadOnlySpan<T> w, ReadOnlySpan<T> rstd, int rows, int c)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        bool parts = !part.IsEmpty;
         part.Clear();
         int vw = Vector.IsHardwareAccelerated ? Vector<T>.Count : int.MaxValue;
         int full = vw == int.MaxValue ? 0 : c / vw * vw;
@@ -73,12 +74,12 @@ public static class RmsNorm
             {
                 Vector<T> d = new(di.Slice(j)), xv = new(xi.Slice(j));
                 (new Vector<T>(dxi.Slice(j)) + (vr * d * new Vector<T>(w.Slice(j)) - vcoef * xv)).CopyTo(dxi.Slice(j));
-                (new Vector<T>(part.Slice(j)) + d * xv * vr).CopyTo(part.Slice(j));
+                if (parts) (new Vector<T>(part.Slice(j)) + d * xv * vr).CopyTo(part.Slice(j));
             }
             for (int j = full; j < c; j++)
             {
                 dxi[j] += r * di[j] * w[j] - coef * xi[j];
-                part[j] += di[j] * xi[j] * r;
+                if (parts) part[j] += di[j] * xi[j] * r;
             }
         }
     }

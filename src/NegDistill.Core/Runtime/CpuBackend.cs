@@ -200,12 +200,23 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         var (o, r, xs, ws) = (F(outp), F(rstd), F(x), F(w));
         Rows(n, (lo, hi) => RmsNorm.Forward<T>(o.AsSpan(lo * c, (hi - lo) * c), r.AsSpan(lo, hi - lo), xs.AsSpan(lo * c, (hi - lo) * c), ws, hi - lo, c, T.CreateTruncating(eps)));
     }
-    public void RmsNormBackward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c)
+    public void RmsNormBackward(Tensor dx, Tensor? dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c)
     {
         // Fixed blocks of rows, in parallel: each adds its rows' dx and sums its own part of dw; the parts are
-        // then added to dw in block order, so the bits do not depend on the thread count.
-        var (gx, gw, dy, xs, ws, rs) = (F(dx), F(dw), F(dout), F(x), F(w), F(rstd));
+        // then added to dw in block order, so the bits do not depend on the thread count. A frozen weight
+        // (dw null) skips the parts.
+        var (gx, dy, xs, ws, rs) = (F(dx), F(dout), F(x), F(w), F(rstd));
         int rows = RmsNorm.BlockRows, blocks = (n + rows - 1) / rows;
+        if (dw == null)
+        {
+            Blocks(blocks, bi =>
+            {
+                int lo = bi * rows, m = Math.Min(rows, n - lo);
+                RmsNorm.BackwardBlock<T>(gx.AsSpan(lo * c, m * c), [], dy.AsSpan(lo * c, m * c), xs.AsSpan(lo * c, m * c), ws, rs.AsSpan(lo, m), m, c);
+            });
+            return;
+        }
+        var gw = F(dw);
         T[] parts = System.Buffers.ArrayPool<T>.Shared.Rent(blocks * c);   // (blocks, C); each block overwrites its row
         try
         {

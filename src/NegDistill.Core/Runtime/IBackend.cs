@@ -60,7 +60,8 @@ public interface IBackend : IDisposable
     void EmbeddingBackward(Tensor dwte, Tensor tokens, Tensor dout, int n, int c);          // dwte(V,C) += scatter dout(N,C)
 
     void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps);   // out(N,C), rstd(N)
-    void RmsNormBackward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c);
+    /// <summary>dx(N,C) +=, dw(C) +=; dw null: the weight is frozen and its gradient is not computed.</summary>
+    void RmsNormBackward(Tensor dx, Tensor? dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c);
 
     /// <summary>In-place rotate-half RoPE on x(N, H·hd) with positions pos(N); inverse = true applies
     /// the transposed rotation (the backward).</summary>
