@@ -23,6 +23,8 @@ public sealed class RankStage(RankStage.HeldOut? heldOut) : Stage
     public override string Summary => "step 3: M_rank, LoRA + scalar head, BCE on balanced D_pos (1) / D_neg (0)";
     public override int Order => 4;
     public override DataNeeds Needs => DataNeeds.Positives | DataNeeds.Negatives;
+    /// <summary>Held-out accuracy and AUC of the last <see cref="Run"/>, and how many rationales they are over.</summary>
+    public (double Accuracy, double Auc, int Rationales)? HeldOutResult { get; private set; }
 
     public override void Check(TrainSettings train, SettingsCheck c) =>
         c.Require(train.MicroBatch % 2 == 0, TrainSettings.Keys.MicroBatch, $"rank trains on balanced batches (half D_pos, half D_neg): the micro-batch must be even (got {train.MicroBatch})");
@@ -59,6 +61,7 @@ public sealed class RankStage(RankStage.HeldOut? heldOut) : Stage
             head.Save(headFile);
         }
         var (acc, auc) = Evaluate(ctx, m, head, held.Positives, held.Negatives);
+        HeldOutResult = (acc, auc, held.Positives.Count + held.Negatives.Count);
         ctx.Log.Add($"ranking model: held-out accuracy {100 * acc:F1} %, AUC {auc:F3} on {held.Positives.Count + held.Negatives.Count} {held.Words}");
     }
 
