@@ -20,6 +20,7 @@ static class Demo
         demo.Add(cmd, TestbedSettings.Keys.TestProblems, s => s.TestProblems, (s, v) => s with { TestProblems = v });
         demo.Add(cmd, TestbedSettings.Keys.PretrainSteps, s => s.PretrainSteps, (s, v) => s with { PretrainSteps = v });
         demo.Add(cmd, TestbedSettings.Keys.StageSteps, s => s.StageSteps, (s, v) => s with { StageSteps = v });
+        demo.Add(cmd, TestbedSettings.Keys.MicroBatch, s => s.MicroBatch, (s, v) => s with { MicroBatch = v });
         var dev = new Bound<DeviceSettings>(new DeviceSettings());
         dev.Add(cmd, DeviceSettings.Keys.Device, s => s.Device, (s, v) => s with { Device = v });
         cmd.SetAction(r => Cli.Guarded(ct => Testbed.Run(demo.Bind(r), dev.Bind(r), Cli.Console, ct)));

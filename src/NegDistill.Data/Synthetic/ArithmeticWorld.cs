@@ -88,8 +88,10 @@ public static class ArithmeticWorld
         var q = new StringBuilder($"{name} has {operands[0]} {thing}.");
         for (int s = 0; s < steps; s++)
         {
-            bool add = value < 10 || (value < 90 && rng.NextInt(2) == 0);
-            int x = 1 + rng.NextInt(9);
+            // no carry and no borrow: a change moves the ones digit only (x ≤ 9 − ones to add, x ≤ ones to take away)
+            int ones = value % 10;
+            bool add = ones == 0 || (ones < 9 && rng.NextInt(2) == 0);
+            int x = 1 + rng.NextInt(add ? 9 - ones : ones);
             operands[s + 1] = x; ops[s] = add ? '+' : '-';
             value = add ? value + x : value - x;
             string verb = add ? AddVerbs[rng.NextInt(AddVerbs.Length)] : SubVerbs[rng.NextInt(SubVerbs.Length)];
@@ -151,7 +153,7 @@ public static class ArithmeticWorld
             case TeacherError.SlippedArithmetic:
             {
                 results = Steps(operands, ops);
-                int delta = (rng.NextInt(2) == 0 ? 1 : 10) * (rng.NextInt(2) == 0 ? 1 : -1);
+                int delta = (1 + rng.NextInt(2)) * (rng.NextInt(2) == 0 ? 1 : -1);
                 if (results[at] + delta < 0) delta = -delta;
                 results[at] += delta;                        // the slip is carried into the later steps
                 for (int i = at + 1; i < ops.Length; i++) results[i] = ops[i] == '+' ? results[i - 1] + operands[i + 1] : results[i - 1] - operands[i + 1];

@@ -7,17 +7,19 @@ using NegDistill.Train;
 namespace NegDistill.Method.Stages;
 
 /// <summary>
-/// Step 3's ranking model M_rank: the base with a fresh LoRA and a scalar head, binary cross-entropy on
-/// balanced batches of D_pos (1) and D_neg (0) (so the micro-batch is even). Reports its accuracy and
+/// Step 3's ranking model M_rank: the base with a fresh LoRA and a scalar head (mean-pooled, as the authors'
+/// T5 ranker), binary cross-entropy on balanced batches of D_pos (1) and D_neg (0) made of question-matched
+/// (positive, negative) pairs, as the authors' ranker trains (so the micro-batch is even). Reports its accuracy and
 /// AUC on held-out rationales it never trained on: by default every 20th pair of each set; the demo
 /// gives rationales of problems outside the training data.
 /// </summary>
-public sealed class RankStage(RankStage.HeldOut? heldOut) : Stage
+/// <param name="steps">optimiser steps when not the run's (a verifier needs more than a stage: the demo trains it 4× as long)</param>
+public sealed class RankStage(RankStage.HeldOut? heldOut, int? steps = null) : Stage
 {
     /// <summary>Rationales to report on, and how to call them in the report.</summary>
     public sealed record HeldOut(IReadOnlyList<Pair> Positives, IReadOnlyList<Pair> Negatives, string Words);
 
-    public RankStage() : this(null) { }
+    public RankStage() : this(null, null) { }
 
     public override string Name => "rank";
     public override string Summary => "step 3: M_rank, LoRA + scalar head, BCE on balanced D_pos (1) / D_neg (0)";
@@ -55,8 +57,9 @@ public sealed class RankStage(RankStage.HeldOut? heldOut) : Stage
         }
         else
         {
-            var src = new LabeledSource(ctx.Batcher, pos, neg, LabeledSource.Layout.Balanced, ctx.Loop.MicroBatch, ctx.Seed);
-            Fit(ctx, Name, new Trainer(m, head, ctx.Loop, ctx.Dir(Name)), src);
+            var src = new LabeledSource(ctx.Batcher, pos, neg, LabeledSource.Layout.Pairs, ctx.Loop.MicroBatch, ctx.Seed);
+            var loop = steps is { } n ? ctx.Loop with { Steps = n, WarmupSteps = Math.Min(ctx.Loop.WarmupSteps, n), CheckpointEvery = Math.Min(ctx.Loop.CheckpointEvery * n / ctx.Loop.Steps, n) } : ctx.Loop;
+            Fit(ctx, Name, new Trainer(m, head, loop, ctx.Dir(Name)), src);
             ModelIO.SaveLora(m, ctx.AdapterDir(Name), ctx.Lora, baseModel: ctx.Base.Dir);
             head.Save(headFile);
         }

@@ -68,20 +68,23 @@ public static class Testbed
     /// <summary>The parts of a run and their estimated costs (training sequences, weighted by what a step of each kind costs), for the run-wide ETA.</summary>
     public static List<(string Part, double Cost)> Plan(TestbedSettings s)
     {
-        double stage = s.StageSteps * s.MicroBatch, greedy = 0.25 * s.TestProblems;
-        var plan = new List<(string, double)> { ("pretrain", 1.6 * s.PretrainSteps * s.MicroBatch), ("eval base", greedy) };
+        // weights measured on the 2-core machine: ms per training sequence relative to a LoRA stage's, per test
+        // problem decoded greedily, per candidate sampled and scored
+        double stage = s.StageSteps * s.MicroBatch, greedy = 0.55 * s.TestProblems;
+        var plan = new List<(string, double)> { ("pretrain", 1.3 * s.PretrainSteps * s.PretrainBatch), ("eval base", greedy) };
         foreach (ulong r in RunSeeds(s))
         {
             foreach (var st in Stages(new RankStage()))
                 plan.Add(($"seed {r}: {st.Name}", st.Name switch
                 {
                     "nat" or "nat-noneg" or "nat-fixed" => 2.0 * stage,
-                    "nce" => 2.6 * stage + 0.3 * s.TrainProblems,
-                    "nce-beta0" => 2.0 * stage,
+                    "nce" => 2.0 * stage + 0.5 * s.TrainProblems,
+                    "nce-beta0" => 1.6 * stage,
+                    "rank" => 1.5 * stage * s.RankSteps / s.StageSteps,
                     _ => stage,
                 }));
             plan.Add(($"seed {r}: eval", greedy * (Models.Count - 1)));
-            plan.Add(($"seed {r}: votes", 0.35 * s.TestProblems * s.Samples));
+            plan.Add(($"seed {r}: votes", 1.1 * Math.Min(s.VoteProblems, s.TestProblems) * s.Samples));
         }
         return plan;
     }
@@ -103,7 +106,7 @@ public static class Testbed
         report.Line($"NegDistill demo → {Path.GetFullPath(opt.Out)}  (device {device.Device}, world seed {opt.Seed}, run seeds {string.Join(", ", seeds)}{(opt.Quick ? ", quick" : "")}; {Machine()}, {Isa()})");
 
         // 1. the world, its teacher and the split
-        var world = new TestbedWorld(opt.Seed, opt.TrainProblems, opt.PretrainSteps * opt.MicroBatch, opt.TestProblems, opt.RankProblems);
+        var world = new TestbedWorld(opt.Seed, opt.TrainProblems, opt.PretrainSteps * opt.PretrainBatch, opt.TestProblems, opt.RankProblems);
         string teacherPath = Path.Combine(opt.Out, "data", "teacher.jsonl");
         ArithmeticWorld.WriteTeacherJsonl(teacherPath, opt.Seed, world.Train);
         var split = new DatasetSplitter().SplitPath(teacherPath);
@@ -129,6 +132,7 @@ public static class Testbed
         var @base = BaseModel.Open(baseDir, minPositions: train.Cutoff);
         report.Line($"base: {cfg.ParameterCount:N0} parameters (dim {cfg.Dim}, {cfg.Layers} layers, {cfg.Heads} heads, FFN {cfg.FfnDim}, vocabulary {cfg.Vocab}: bytes + {tok.Phrases.Count} phrases), from {baseDir}");
         var test = world.TestQuestions;
+        var voted = test.Take(opt.VoteProblems).ToList();
         var level = world.Test.Select(p => p.Level).ToArray();
         bool[] baseCorrect = [];
         Timed(times, "eval base", report, () =>
@@ -149,11 +153,11 @@ public static class Testbed
             var ctx = new StageContext
             {
                 Ops = ops, Base = @base, OutDir = Path.Combine(opt.Out, $"seed-{seed}"), Report = report, Cancel = cancel,
-                Batcher = new Batcher(tok, new BatchingOptions { CutoffLength = train.Cutoff, BatchSize = opt.MicroBatch, Seed = seed }),
+                Batcher = new Batcher(tok, new BatchingOptions { CutoffLength = train.Cutoff, BatchSize = opt.MicroBatch, Seed = seed, LossMask = opt.StageLoss }),
                 Loop = train.ForTrainer(seed), Lora = new LoraSettings().ToConfig(), Positives = split.Positives, Negatives = split.Negatives,
                 TeacherData = teacherPath, AugmentQuestions = train.AugmentQuestions, AugmentMaxNewTokens = train.AugmentMaxNewTokens, CheckPlans = false,
             };
-            var rank = new RankStage(new RankStage.HeldOut(held.Positives, held.Negatives, $"rationales of {world.Rank.Count} problems outside the training data"));
+            var rank = new RankStage(new RankStage.HeldOut(held.Positives, held.Negatives, $"rationales of {world.Rank.Count} problems outside the training data"), opt.RankSteps);
             foreach (var stage in Stages(rank))
             {
                 Timed(times, $"seed {seed}: {stage.Name}", report, () =>
@@ -183,12 +187,12 @@ public static class Testbed
                 var job = new EvalJob
                 {
                     Ops = ops, Base = @base, Student = StageCatalog.Find(Student)!.Result(ctx), Ranker = rank.Result(ctx), OutDir = ctx.Dir("votes"), Seed = seed, Label = Student,
-                    Settings = new EvalSettings { Task = "math", N = opt.Samples, MaxNewTokens = opt.MaxNewTokens }, ScoreCutoff = train.Cutoff, ScoreBatch = opt.MicroBatch, Report = report,
+                    Settings = new EvalSettings { Task = "math", N = opt.Samples, MaxNewTokens = opt.MaxNewTokens }, ScoreCutoff = train.Cutoff, ScoreBatch = 64, Report = report,
                 };
-                bool skip = File.Exists(Asc.ScoredPath(job.OutDir, Student)) && CandidateJsonl.ReadAll(Asc.ScoredPath(job.OutDir, Student)).Count == test.Count * opt.Samples;
-                var sampled = skip ? null : Evaluation.Sample(job, test, greedy: false);
+                bool skip = File.Exists(Asc.ScoredPath(job.OutDir, Student)) && CandidateJsonl.ReadAll(Asc.ScoredPath(job.OutDir, Student)).Count == voted.Count * opt.Samples;
+                var sampled = skip ? null : Evaluation.Sample(job, voted, greedy: false);
                 var candidates = CandidateJsonl.ReadAll(sampled?.Path ?? Asc.ScoredPath(job.OutDir, Student));
-                foreach (var m in curves.Keys) curves[m].Add(TestbedReport.VoteCurve(m, Task, test, candidates, opt.Samples));
+                foreach (var m in curves.Keys) curves[m].Add(TestbedReport.VoteCurve(m, Task, voted, candidates, opt.Samples));
                 if (sampled != null) logs.AddRange(sampled.Log.Select(l => $"seed {seed}: {l}"));
                 return skip;
             });
@@ -229,10 +233,10 @@ public static class Testbed
     static void Pretrain(TestbedSettings opt, TestbedWorld world, PhraseTokenizer tok, LlamaConfig cfg, IBackend ops, string baseDir, IReporter report, CancellationToken cancel)
     {
         using var model = new LlamaModel(ops, cfg, DType.F32, trainBase: true, seed: opt.Seed);
-        var batcher = new Batcher(tok, new BatchingOptions { CutoffLength = opt.Cutoff, BatchSize = opt.MicroBatch, Seed = opt.Seed, LossMask = LossMaskMode.RationaleOnly });
+        var batcher = new Batcher(tok, new BatchingOptions { CutoffLength = opt.Cutoff, BatchSize = opt.PretrainBatch, Seed = opt.Seed, LossMask = LossMaskMode.RationaleOnly });
         var pretrain = new TrainConfig
         {
-            Steps = opt.PretrainSteps, MicroBatch = opt.MicroBatch, EffectiveBatch = opt.MicroBatch, LearningRate = opt.PretrainLr,
+            Steps = opt.PretrainSteps, MicroBatch = opt.PretrainBatch, EffectiveBatch = opt.PretrainBatch, LearningRate = opt.PretrainLr,
             WarmupSteps = Math.Max(1, opt.PretrainSteps / 10), CheckpointEvery = Math.Max(1, opt.PretrainSteps / 4), Seed = opt.Seed,
         };
         var tr = new Trainer(model, new CrossEntropyHead(), pretrain, Path.Combine(opt.Out, "pretrain"));
@@ -296,7 +300,7 @@ public static class Testbed
         sb.AppendLine($"`{Command()}` — {DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", Inv)}, {Machine()}, {Isa()}; wall time {(int)wall.TotalMinutes} min {wall.Seconds} s; world seed {opt.Seed}, run seeds {string.Join(", ", seeds)}.");
         sb.AppendLine();
         sb.AppendLine($"World: {world.Train.Count} training problems × 8 teacher rationales, {world.Test.Count} test problems ({world.Test.Count / ArithmeticWorld.MaxLevel} per level 1–5), "
-            + $"base pretrained on gold solutions of {world.Pretrain.Count} other problems ({opt.PretrainSteps} steps of {opt.MicroBatch}); student {cfg.ParameterCount:N0} parameters "
+            + $"base pretrained on gold solutions of {world.Pretrain.Count} other problems ({opt.PretrainSteps} steps of {opt.PretrainBatch}); student {cfg.ParameterCount:N0} parameters "
             + $"(dim {cfg.Dim}, {cfg.Layers} layers, vocabulary {cfg.Vocab}: bytes + {tok.Phrases.Count} phrases); every stage {opt.StageSteps} steps of {opt.MicroBatch} sequences, LoRA r 8 on q_proj/v_proj, lr {opt.StageLr.ToString(Inv)}.");
         sb.AppendLine();
         sb.AppendLine("## The teacher's data (the premise)");
@@ -320,7 +324,7 @@ public static class Testbed
                 + string.Join(", ", ranks.Select(r => $"{r.Seed}: {r.Auc:F3}")) + ".");
             sb.AppendLine();
         }
-        sb.AppendLine($"## SC / WS / ASC over the same {opt.Samples} candidates per test problem (NCE student, T = 0.7)");
+        sb.AppendLine($"## SC / WS / ASC over the same {opt.Samples} candidates per test problem (NCE student, T = 0.7, the first {Math.Min(opt.VoteProblems, world.Test.Count)} test problems)");
         sb.AppendLine();
         sb.AppendLine(TestbedReport.VoteTable(curves, "NCE student"));
         sb.AppendLine("## Log");

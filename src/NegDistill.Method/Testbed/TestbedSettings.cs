@@ -16,14 +16,22 @@ public sealed record TestbedSettings
     public bool Quick { get; init; }
     public int TrainProblems { get; init; } = 400;
     public int TestProblems { get; init; } = 500;
-    public int RankProblems { get; init; } = 60;
-    public int PretrainSteps { get; init; } = 800;
+    public int RankProblems { get; init; } = 100;
+    public int PretrainSteps { get; init; } = 450;
     public float PretrainLr { get; init; } = 4e-3f;
-    public int StageSteps { get; init; } = 100;
+    public int StageSteps { get; init; } = 60;
     public float StageLr { get; init; } = 3e-3f;
-    public int MicroBatch { get; init; } = 32;
+    /// <summary>The ranking model's steps: a verifier of slips needs longer than a stage.</summary>
+    public int RankSteps => 4 * StageSteps;
+    public int PretrainBatch { get; init; } = 32;
+    /// <summary>Sequences per step of every stage (one micro-batch, no accumulation).</summary>
+    public int MicroBatch { get; init; } = 16;
+    /// <summary>Which tokens the stages' cross-entropy covers (the authors': the question too).</summary>
+    public Data.LossMaskMode StageLoss { get; init; } = Data.LossMaskMode.RationaleOnly;
     /// <summary>Candidates per test question for SC / WS / ASC.</summary>
     public int Samples { get; init; } = 16;
+    /// <summary>Test problems (the first ones, balanced over the levels) whose candidates are sampled and voted.</summary>
+    public int VoteProblems { get; init; } = 200;
     public int MaxNewTokens { get; init; } = 72;
     public int Cutoff { get; init; } = 160;
     public int Dim { get; init; } = 128;
@@ -38,11 +46,12 @@ public sealed record TestbedSettings
         public static readonly SettingInfo TestProblems = new("--test-problems", null, "held-out test problems (balanced over the 5 levels)");
         public static readonly SettingInfo PretrainSteps = new("--pretrain-steps", null, "optimiser steps of the base's pretraining");
         public static readonly SettingInfo StageSteps = new("--stage-steps", null, "optimiser steps of every stage and baseline");
+        public static readonly SettingInfo MicroBatch = new("--micro-batch", null, "sequences per optimiser step of every stage and baseline");
     }
 
     /// <summary>The sizes a run uses: these, or the quick ones.</summary>
     public TestbedSettings Resolve() => Quick
-        ? this with { Seeds = Math.Min(Seeds, 2), TrainProblems = 40, TestProblems = 20, RankProblems = 6, PretrainSteps = 16, StageSteps = 4, MicroBatch = 8, Samples = 4, Dim = 64, Layers = 2 }
+        ? this with { Seeds = Math.Min(Seeds, 2), TrainProblems = 40, TestProblems = 20, RankProblems = 6, PretrainSteps = 16, PretrainBatch = 8, StageSteps = 4, MicroBatch = 8, Samples = 4, VoteProblems = 10, Dim = 64, Layers = 2 }
         : this;
 
     public void Check(SettingsCheck c)
@@ -52,6 +61,7 @@ public sealed record TestbedSettings
         c.Require(TestProblems >= 5, Keys.TestProblems, $"at least 5, one per level (got {TestProblems})");
         c.Positive(PretrainSteps, Keys.PretrainSteps);
         c.Positive(StageSteps, Keys.StageSteps);
+        c.Require(MicroBatch >= 2 && MicroBatch % 2 == 0, Keys.MicroBatch, $"must be even and at least 2: CL and the ranking model take (positive, negative) pairs (got {MicroBatch})");
     }
 
     /// <summary>The student: a LLaMA small enough to pretrain from scratch in two minutes on two cores.</summary>

@@ -13,8 +13,7 @@ public sealed record PremiseRow(int Level, int Problems, int Rationales, int Pos
 }
 
 /// <summary>
-/// The testbed's problem sets, all from one world seed and disjoint by index range (and, for the test set,
-/// by question text): the teacher's training problems, the pretraining corpus (gold solutions), the test set
+/// The testbed's problem sets, all from one world seed, disjoint by index range and by question text: the teacher's training problems, the pretraining corpus (gold solutions), the test set
 /// (<see cref="TestProblems"/>, balanced over the levels) and the problems whose teacher rationales the ranking
 /// model is judged on.
 /// </summary>
@@ -27,8 +26,9 @@ public sealed class TestbedWorld
     {
         Seed = seed;
         Train = Enumerable.Range(0, trainProblems).Select(i => ArithmeticWorld.Problem(seed, i)).ToList();
-        Pretrain = Enumerable.Range(PretrainFrom, pretrainProblems).Select(i => ArithmeticWorld.Problem(seed, i)).ToList();
-        var seen = Train.Concat(Pretrain).Select(p => p.Question).ToHashSet();
+        // the test set: none of its questions among the training ones; the pretraining corpus: none among either
+        // (so the test set does not depend on how long the base pretrains)
+        var seen = Train.Select(p => p.Question).ToHashSet();
         var test = new List<WorldProblem>();
         for (int i = TestFrom; test.Count < testProblems; i++)
         {
@@ -36,6 +36,13 @@ public sealed class TestbedWorld
             if (seen.Add(p.Question)) test.Add(p);
         }
         Test = test;
+        var pretrain = new List<WorldProblem>();
+        for (int i = PretrainFrom; pretrain.Count < pretrainProblems; i++)
+        {
+            var p = ArithmeticWorld.Problem(seed, i);
+            if (!seen.Contains(p.Question)) pretrain.Add(p);
+        }
+        Pretrain = pretrain;
         Rank = Enumerable.Range(RankFrom, rankProblems).Select(i => ArithmeticWorld.Problem(seed, i)).ToList();
     }
 
