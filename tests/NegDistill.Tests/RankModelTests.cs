@@ -35,14 +35,25 @@ public class RankModelTests
     }
 
     [Test]
-    public void HeadAndLoraGradients_MatchFiniteDifferences_Fp64([Values] RankPooling pooling)
+    public void HeadAndLoraGradients_MatchFiniteDifferences_Fp64([Values] RankPooling pooling, [Values] bool likelihood)
     {
         var ops = new CpuBackend<double>();
         var cfg = LlamaConfig.Tiny with { Dim = 8, Heads = 2, FfnDim = 12, Vocab = 16 };
         using var m = new LlamaModel(ops, cfg, DType.F32, seed: 3);
         foreach (var a in m.AddLora(new LoraConfig { Rank = 2, Dropout = 0 }, seed: 4)) ops.Write(a.B.W, TestUtil.RandD((int)a.B.Length, 5, 0.5));
-        using var head = new RankHead(ops, cfg.Dim, seed: 6, pooling);
+        using var head = new RankHead(ops, cfg.Dim, seed: 6, pooling, likelihood);
         var batch = Labeled(4, 5, 9, cfg.Vocab);
+        if (likelihood)
+        {
+            // next-token targets on the real rows but the first (as a batcher marks a rationale), and non-zero λ,
+            // so the gradient also flows through the LM head into the LoRA
+            var tgt = batch.Targets.ToArray();
+            for (int r = 0; r < 4; r++)
+                for (int j = 1; j + 1 < 5; j++)
+                    if (batch.Mask[r * 5 + j + 1] != 0) tgt[r * 5 + j] = batch.Tokens[r * 5 + j + 1];
+            batch = batch with { Targets = tgt };
+            ops.Write(head.Lambda.W, [0.7, -0.4]);
+        }
         m.StepHidden(batch, head, backward: true);
         const double h = 1e-6;
         foreach (var p in m.TrainableParameters.Concat(head.Parameters))

@@ -98,6 +98,28 @@ public static class Stats
         return (mean, Math.Sqrt(ss / (x.Count - 1)));
     }
 
+    /// <summary>A 95 % bootstrap interval of the AUC: <paramref name="resamples"/> draws of the positives and of the
+    /// negatives, each with replacement within its class (so every draw has both).</summary>
+    public static (double Lo, double Hi) AucInterval(IReadOnlyList<double> scores, IReadOnlyList<bool> positive, int resamples = 1000, ulong seed = 1)
+    {
+        var pos = scores.Where((_, i) => positive[i]).ToArray();
+        var neg = scores.Where((_, i) => !positive[i]).ToArray();
+        if (pos.Length == 0 || neg.Length == 0) return (double.NaN, double.NaN);
+        var rng = new SplitMix64(seed);
+        var draws = new double[resamples];
+        var s = new double[pos.Length + neg.Length];
+        var l = new bool[s.Length];
+        for (int i = 0; i < pos.Length; i++) l[i] = true;
+        for (int r = 0; r < resamples; r++)
+        {
+            for (int i = 0; i < pos.Length; i++) s[i] = pos[rng.NextInt(pos.Length)];
+            for (int i = 0; i < neg.Length; i++) s[pos.Length + i] = neg[rng.NextInt(neg.Length)];
+            draws[r] = Auc(s, l);
+        }
+        Array.Sort(draws);
+        return (Quantile(draws, 0.025), Quantile(draws, 0.975));
+    }
+
     /// <summary>Area under the ROC curve: the chance that a random positive outscores a random negative, ties
     /// counting one half (Mann–Whitney U / (n₊·n₋), from mid-ranks). NaN without both classes.</summary>
     public static double Auc(IReadOnlyList<double> scores, IReadOnlyList<bool> positive)

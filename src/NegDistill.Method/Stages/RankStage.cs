@@ -8,7 +8,7 @@ namespace NegDistill.Method.Stages;
 
 /// <summary>
 /// Step 3's ranking model M_rank: the base with a fresh LoRA and a scalar head (mean-pooled, as the authors'
-/// T5 ranker), binary cross-entropy on balanced batches of D_pos (1) and D_neg (0) made of question-matched
+/// T5 ranker, and reading the backbone's mean and min token log-likelihood of the rationale: <see cref="RankHead"/>), binary cross-entropy on balanced batches of D_pos (1) and D_neg (0) made of question-matched
 /// (positive, negative) pairs, as the authors' ranker trains (so the micro-batch is even). Reports its accuracy and
 /// AUC on held-out rationales it never trained on: by default every 20th pair of each set; the demo
 /// gives rationales of problems outside the training data.
@@ -27,6 +27,8 @@ public sealed class RankStage(RankStage.HeldOut? heldOut, int? steps = null) : S
     public override DataNeeds Needs => DataNeeds.Positives | DataNeeds.Negatives;
     /// <summary>Held-out accuracy and AUC of the last <see cref="Run"/>, and how many rationales they are over.</summary>
     public (double Accuracy, double Auc, int Rationales)? HeldOutResult { get; private set; }
+    /// <summary>The held-out rationales' scores and labels of the last <see cref="Run"/> (for intervals).</summary>
+    public (float[] Scores, bool[] Positive)? HeldOutScores { get; private set; }
 
     public override void Check(TrainSettings train, SettingsCheck c) =>
         c.Require(train.MicroBatch % 2 == 0, TrainSettings.Keys.MicroBatch, $"rank trains on balanced batches (half D_pos, half D_neg): the micro-batch must be even (got {train.MicroBatch})");
@@ -46,7 +48,7 @@ public sealed class RankStage(RankStage.HeldOut? heldOut, int? steps = null) : S
         var (pos, neg, held) = Split(ctx);
         using var m = ctx.LoadBase();
         m.AddLora(ctx.Lora, seed: Seeds.Of(ctx.Seed, SeedStream.RankLora));
-        using var head = new RankHead(ctx.Ops, ctx.Config.Dim, seed: Seeds.Of(ctx.Seed, SeedStream.RankHead));
+        using var head = new RankHead(ctx.Ops, ctx.Config.Dim, seed: Seeds.Of(ctx.Seed, SeedStream.RankHead), likelihood: true);
         string headFile = Path.Combine(ctx.AdapterDir(Name), RankHead.FileName);
         if (IsComplete(ctx) && File.Exists(headFile))
         {
@@ -63,8 +65,10 @@ public sealed class RankStage(RankStage.HeldOut? heldOut, int? steps = null) : S
             ModelIO.SaveLora(m, ctx.AdapterDir(Name), ctx.Lora, baseModel: ctx.Base.Dir);
             head.Save(headFile);
         }
-        var (acc, auc) = Evaluate(ctx, m, head, held.Positives, held.Negatives);
+        var (scores, labels) = Score(ctx, m, head, held.Positives, held.Negatives);
+        var (acc, auc) = Measure(scores, labels);
         HeldOutResult = (acc, auc, held.Positives.Count + held.Negatives.Count);
+        HeldOutScores = (scores.ToArray(), labels.Select(l => l > 0.5f).ToArray());
         ctx.Log.Add($"ranking model: held-out accuracy {100 * acc:F1} %, AUC {auc:F3} on {held.Positives.Count + held.Negatives.Count} {held.Words}");
     }
 
@@ -72,6 +76,16 @@ public sealed class RankStage(RankStage.HeldOut? heldOut, int? steps = null) : S
 
     /// <summary>Accuracy (threshold 0.5) and AUC of the ranking model on labelled pairs.</summary>
     public static (double Accuracy, double Auc) Evaluate(StageContext ctx, LlamaModel m, RankHead head, IReadOnlyList<Pair> pos, IReadOnlyList<Pair> neg)
+    {
+        var (scores, labels) = Score(ctx, m, head, pos, neg);
+        return Measure(scores, labels);
+    }
+
+    static (double Accuracy, double Auc) Measure(List<float> scores, List<float> labels) =>
+        (scores.Zip(labels).Count(x => (x.First > 0.5f) == (x.Second > 0.5f)) / (double)Math.Max(1, scores.Count), RankHead.Auc(scores, labels));
+
+    /// <summary>The ranking model's scores of labelled pairs (positives first), with their labels.</summary>
+    public static (List<float> Scores, List<float> Labels) Score(StageContext ctx, LlamaModel m, RankHead head, IReadOnlyList<Pair> pos, IReadOnlyList<Pair> neg)
     {
         var items = pos.Select(p => (p, 1f)).Concat(neg.Select(p => (p, 0f))).ToList();
         var scores = new List<float>(); var labels = new List<float>();
@@ -82,7 +96,6 @@ public sealed class RankStage(RankStage.HeldOut? heldOut, int? steps = null) : S
             scores.AddRange(head.Score(m, new ModelBatch(b.B, b.T, b.Tokens, b.Targets, b.AttentionMask)));
             labels.AddRange(chunk.Select(c => c.Item2));
         }
-        double acc = scores.Zip(labels).Count(x => (x.First > 0.5f) == (x.Second > 0.5f)) / (double)Math.Max(1, scores.Count);
-        return (acc, RankHead.Auc(scores, labels));
+        return (scores, labels);
     }
 }

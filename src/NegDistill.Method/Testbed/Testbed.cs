@@ -18,9 +18,10 @@ namespace NegDistill.Method.Testbed;
 /// <summary>What results.json holds: every number of results.md, and where it came from.</summary>
 public sealed record TestbedResults(string Date, string Command, string Machine, string Isa, double WallSeconds, ulong WorldSeed, ulong[] Seeds,
     int TestProblems, int TrainProblems, List<PremiseRow> Premise, List<MethodAccuracy> Accuracy, List<Intersection> IntersectionNegVsKd,
-    List<RankResult> Ranker, Dictionary<string, double[]> VotesMeanByN, List<PartTime> Times);
+    RankResult Ranker, Dictionary<string, double[]> VotesMeanByN, List<PartTime> Times);
 
-public sealed record RankResult(ulong Seed, double Accuracy, double Auc, int Rationales);
+/// <summary>The ranking model on held-out rationales: accuracy at 0.5, AUC and its 95 % bootstrap interval.</summary>
+public sealed record RankResult(double Accuracy, double Auc, double AucLo, double AucHi, int Rationales, int Positives);
 
 public sealed record PartTime(string Part, double Seconds);
 
@@ -55,9 +56,10 @@ public static class Testbed
         ("nce-beta0", "ablation: NCE with β = 0 (plain KD from NAT)"),
     ];
 
-    /// <summary>A seed's stages in training order (each one's prerequisites before it).</summary>
-    static Stage[] Stages(RankStage rank) =>
-        [new NegStage(), new NatStage(), new NatNoNegStage(), new NatFixedAlphaStage(), new NceStage(), new NceBeta0Stage(), new KdStage(), new MixStage(), new UlStage(), new NtStage(), new ClStage(), rank];
+    /// <summary>A seed's stages in training order (each one's prerequisites before it). The ranking model is
+    /// trained once, like the base, and serves every seed's votes.</summary>
+    static Stage[] SeedStages() =>
+        [new NegStage(), new NatStage(), new NatNoNegStage(), new NatFixedAlphaStage(), new NceStage(), new NceBeta0Stage(), new KdStage(), new MixStage(), new UlStage(), new NtStage(), new ClStage()];
 
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
     const AnswerTask Task = AnswerTask.Math;          // the exact MATH checker on the boxed answer, as the split judges
@@ -71,16 +73,15 @@ public static class Testbed
         // weights measured on the 2-core machine: ms per training sequence relative to a LoRA stage's, per test
         // problem decoded greedily, per candidate sampled and scored
         double stage = s.StageSteps * s.MicroBatch, greedy = 0.55 * s.TestProblems;
-        var plan = new List<(string, double)> { ("pretrain", 1.3 * s.PretrainSteps * s.PretrainBatch), ("eval base", greedy) };
+        var plan = new List<(string, double)> { ("pretrain", 0.9 * s.PretrainSteps * s.PretrainBatch), ("eval base", greedy), ("ranker", 1.5 * s.RankSteps * s.MicroBatch) };
         foreach (ulong r in RunSeeds(s))
         {
-            foreach (var st in Stages(new RankStage()))
+            foreach (var st in SeedStages())
                 plan.Add(($"seed {r}: {st.Name}", st.Name switch
                 {
                     "nat" or "nat-noneg" or "nat-fixed" => 2.0 * stage,
                     "nce" => 2.0 * stage + 0.5 * s.TrainProblems,
                     "nce-beta0" => 1.6 * stage,
-                    "rank" => 1.5 * stage * s.RankSteps / s.StageSteps,
                     _ => stage,
                 }));
             plan.Add(($"seed {r}: eval", greedy * (Models.Count - 1)));
@@ -106,7 +107,7 @@ public static class Testbed
         report.Line($"NegDistill demo → {Path.GetFullPath(opt.Out)}  (device {device.Device}, world seed {opt.Seed}, run seeds {string.Join(", ", seeds)}{(opt.Quick ? ", quick" : "")}; {Machine()}, {Isa()})");
 
         // 1. the world, its teacher and the split
-        var world = new TestbedWorld(opt.Seed, opt.TrainProblems, opt.PretrainSteps * opt.PretrainBatch, opt.TestProblems, opt.RankProblems);
+        var world = new TestbedWorld(opt.Seed, opt.TrainProblems, opt.PretrainSteps * opt.PretrainBatch, opt.TestProblems, opt.RankProblems, opt.PretrainMaxLevel);
         string teacherPath = Path.Combine(opt.Out, "data", "teacher.jsonl");
         ArithmeticWorld.WriteTeacherJsonl(teacherPath, opt.Seed, world.Train);
         var split = new DatasetSplitter().SplitPath(teacherPath);
@@ -143,31 +144,42 @@ public static class Testbed
         });
         report.Line($"base greedy accuracy: {100.0 * baseCorrect.Count(c => c) / test.Count:F1} % on {test.Count} test problems");
 
-        // 3. every stage, baseline and ablation, for each seed, from the same base
+        // 3. the ranking model, once (like the base), judged on the teacher's rationales of problems outside the training data
+        StageContext Context(ulong seed, string dir) => new()
+        {
+            Ops = ops, Base = @base, OutDir = dir, Report = report, Cancel = cancel,
+            Batcher = new Batcher(tok, new BatchingOptions { CutoffLength = train.Cutoff, BatchSize = opt.MicroBatch, Seed = seed, LossMask = opt.StageLoss }),
+            Loop = train.ForTrainer(seed), Lora = new LoraSettings().ToConfig(), Positives = split.Positives, Negatives = split.Negatives,
+            TeacherData = teacherPath, AugmentQuestions = train.AugmentQuestions, AugmentMaxNewTokens = train.AugmentMaxNewTokens, CheckPlans = false,
+        };
+        var rankCtx = Context(opt.Seed, Path.Combine(opt.Out, "ranker"));
+        var rank = new RankStage(new RankStage.HeldOut(held.Positives, held.Negatives, $"rationales of {world.Rank.Count} problems outside the training data"), opt.RankSteps);
+        Timed(times, "ranker", report, () =>
+        {
+            bool skip = rank.IsComplete(rankCtx);
+            Pipeline.Run(rankCtx, [rank]);
+            return skip;
+        });
+        var (rankScores, rankLabels) = rank.HeldOutScores!.Value;
+        var (aucLo, aucHi) = Stats.AucInterval(rankScores.Select(x => (double)x).ToList(), rankLabels);
+        var ranker = new RankResult(rank.HeldOutResult!.Value.Accuracy, rank.HeldOutResult.Value.Auc, aucLo, aucHi, rankLabels.Length, rankLabels.Count(l => l));
+        var logs = rankCtx.Log.ToList();
+
+        // 4. every stage, baseline and ablation, for each seed, from the same base
         var correct = Models.ToDictionary(m => m.Stage, _ => new List<bool[]>());
-        var ranks = new List<RankResult>();
         var curves = new Dictionary<VoteMethod, List<double[]>> { [VoteMethod.Sc] = [], [VoteMethod.Ws] = [], [VoteMethod.Asc] = [] };
-        var logs = new List<string>();
         foreach (ulong seed in seeds)
         {
-            var ctx = new StageContext
-            {
-                Ops = ops, Base = @base, OutDir = Path.Combine(opt.Out, $"seed-{seed}"), Report = report, Cancel = cancel,
-                Batcher = new Batcher(tok, new BatchingOptions { CutoffLength = train.Cutoff, BatchSize = opt.MicroBatch, Seed = seed, LossMask = opt.StageLoss }),
-                Loop = train.ForTrainer(seed), Lora = new LoraSettings().ToConfig(), Positives = split.Positives, Negatives = split.Negatives,
-                TeacherData = teacherPath, AugmentQuestions = train.AugmentQuestions, AugmentMaxNewTokens = train.AugmentMaxNewTokens, CheckPlans = false,
-            };
-            var rank = new RankStage(new RankStage.HeldOut(held.Positives, held.Negatives, $"rationales of {world.Rank.Count} problems outside the training data"), opt.RankSteps);
-            foreach (var stage in Stages(rank))
+            var ctx = Context(seed, Path.Combine(opt.Out, $"seed-{seed}"));
+            foreach (var stage in SeedStages())
             {
                 Timed(times, $"seed {seed}: {stage.Name}", report, () =>
                 {
-                    bool skip = stage.IsComplete(ctx) && stage is not RankStage;
+                    bool skip = stage.IsComplete(ctx);
                     Pipeline.Run(ctx, [stage]);
                     return skip;
                 });
             }
-            if (rank.HeldOutResult is { } rr) ranks.Add(new RankResult(seed, rr.Accuracy, rr.Auc, rr.Rationales));
             Timed(times, $"seed {seed}: eval", report, () =>
             {
                 bool skip = true;
@@ -186,7 +198,7 @@ public static class Testbed
             {
                 var job = new EvalJob
                 {
-                    Ops = ops, Base = @base, Student = StageCatalog.Find(Student)!.Result(ctx), Ranker = rank.Result(ctx), OutDir = ctx.Dir("votes"), Seed = seed, Label = Student,
+                    Ops = ops, Base = @base, Student = StageCatalog.Find(Student)!.Result(ctx), Ranker = rank.Result(rankCtx), OutDir = ctx.Dir("votes"), Seed = seed, Label = Student,
                     Settings = new EvalSettings { Task = "math", N = opt.Samples, MaxNewTokens = opt.MaxNewTokens }, ScoreCutoff = train.Cutoff, ScoreBatch = 64, Report = report,
                 };
                 bool skip = File.Exists(Asc.ScoredPath(job.OutDir, Student)) && CandidateJsonl.ReadAll(Asc.ScoredPath(job.OutDir, Student)).Count == voted.Count * opt.Samples;
@@ -205,12 +217,12 @@ public static class Testbed
         var inter = Enumerable.Range(0, seeds.Length).Select(i => TestbedReport.Intersect(correct["neg"][i], correct["kd"][i])).ToList();
         var voteCurves = curves.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<double[]>)kv.Value);
         wall.Stop();
-        string md = Markdown(opt, seeds, world, premiseTable, accuracy, inter, ranks, voteCurves, logs, times, wall.Elapsed, cfg, tok);
+        string md = Markdown(opt, seeds, world, premiseTable, accuracy, inter, ranker, voteCurves, logs, times, wall.Elapsed, cfg, tok);
         report.Line("");
         report.Line(md);
         File.WriteAllText(Path.Combine(opt.Out, "results.md"), md);
         var results = new TestbedResults(DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", Inv), Command(), Machine(), Isa(), wall.Elapsed.TotalSeconds, opt.Seed, seeds,
-            test.Count, world.Train.Count, premise, accuracy, inter, ranks, voteCurves.ToDictionary(kv => Evaluator.Name(kv.Key), kv => Enumerable.Range(0, opt.Samples).Select(i => kv.Value.Average(s => s[i])).ToArray()), times);
+            test.Count, world.Train.Count, premise, accuracy, inter, ranker, voteCurves.ToDictionary(kv => Evaluator.Name(kv.Key), kv => Enumerable.Range(0, opt.Samples).Select(i => kv.Value.Average(s => s[i])).ToArray()), times);
         File.WriteAllText(Path.Combine(opt.Out, "results.json"), JsonSerializer.Serialize(results, MethodJson.Default.TestbedResults));
         WritePlots(opt.Out, seeds, voteCurves);
         report.Line($"done in {(int)wall.Elapsed.TotalMinutes:00}:{wall.Elapsed.Seconds:00}; tables in {Path.Combine(opt.Out, "results.md")}, every number in results.json");
@@ -292,7 +304,7 @@ public static class Testbed
     static string Command() => "negdistill " + string.Join(" ", Environment.GetCommandLineArgs().Skip(1));
 
     static string Markdown(TestbedSettings opt, ulong[] seeds, TestbedWorld world, string premiseTable, List<MethodAccuracy> accuracy, List<Intersection> inter,
-        List<RankResult> ranks, IReadOnlyDictionary<VoteMethod, IReadOnlyList<double[]>> curves, List<string> logs, List<PartTime> times, TimeSpan wall, LlamaConfig cfg, PhraseTokenizer tok)
+        RankResult ranker, IReadOnlyDictionary<VoteMethod, IReadOnlyList<double[]>> curves, List<string> logs, List<PartTime> times, TimeSpan wall, LlamaConfig cfg, PhraseTokenizer tok)
     {
         var sb = new StringBuilder();
         sb.AppendLine($"# NegDistill demo{(opt.Quick ? " (quick)" : "")}");
@@ -300,7 +312,7 @@ public static class Testbed
         sb.AppendLine($"`{Command()}` — {DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", Inv)}, {Machine()}, {Isa()}; wall time {(int)wall.TotalMinutes} min {wall.Seconds} s; world seed {opt.Seed}, run seeds {string.Join(", ", seeds)}.");
         sb.AppendLine();
         sb.AppendLine($"World: {world.Train.Count} training problems × 8 teacher rationales, {world.Test.Count} test problems ({world.Test.Count / ArithmeticWorld.MaxLevel} per level 1–5), "
-            + $"base pretrained on gold solutions of {world.Pretrain.Count} other problems ({opt.PretrainSteps} steps of {opt.PretrainBatch}); student {cfg.ParameterCount:N0} parameters "
+            + $"base pretrained on gold solutions of {world.Pretrain.Count} other problems of levels 1–{opt.PretrainMaxLevel} ({opt.PretrainSteps} steps of {opt.PretrainBatch}); student {cfg.ParameterCount:N0} parameters "
             + $"(dim {cfg.Dim}, {cfg.Layers} layers, vocabulary {cfg.Vocab}: bytes + {tok.Phrases.Count} phrases); every stage {opt.StageSteps} steps of {opt.MicroBatch} sequences, LoRA r 8 on q_proj/v_proj, lr {opt.StageLr.ToString(Inv)}.");
         sb.AppendLine();
         sb.AppendLine("## The teacher's data (the premise)");
@@ -316,14 +328,9 @@ public static class Testbed
         sb.AppendLine(TestbedReport.IntersectionTable(inter, "LoRA_neg (D_neg only)", "CoT KD (D_pos only)"));
         sb.AppendLine("## Ranking model (held-out rationales)");
         sb.AppendLine();
-        if (ranks.Count > 0)
-        {
-            var (auc, aucSd) = Stats.MeanSd(ranks.Select(r => r.Auc).ToList());
-            var (acc, accSd) = Stats.MeanSd(ranks.Select(r => r.Accuracy).ToList());
-            sb.AppendLine($"AUC {auc:F3} ± {aucSd:F3}, accuracy {100 * acc:F1} ± {100 * accSd:F1} % (threshold 0.5) on {ranks[0].Rationales} rationales of {world.Rank.Count} problems outside the training data; per seed: "
-                + string.Join(", ", ranks.Select(r => $"{r.Seed}: {r.Auc:F3}")) + ".");
-            sb.AppendLine();
-        }
+        sb.AppendLine($"AUC {ranker.Auc:F3} (95 % bootstrap {ranker.AucLo:F3}–{ranker.AucHi:F3}), accuracy {100 * ranker.Accuracy:F1} % at threshold 0.5, on {ranker.Rationales} teacher rationales "
+            + $"({ranker.Positives} positive) of {world.Rank.Count} problems outside the training data; trained once on the base ({opt.RankSteps} steps of {opt.MicroBatch}: question-matched positive/negative pairs, LoRA r 8 on q_proj/v_proj, head on the mean-pooled state and the mean and min token log-likelihood of the rationale).");
+        sb.AppendLine();
         sb.AppendLine($"## SC / WS / ASC over the same {opt.Samples} candidates per test problem (NCE student, T = 0.7, the first {Math.Min(opt.VoteProblems, world.Test.Count)} test problems)");
         sb.AppendLine();
         sb.AppendLine(TestbedReport.VoteTable(curves, "NCE student"));

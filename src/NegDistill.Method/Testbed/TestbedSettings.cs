@@ -24,6 +24,8 @@ public sealed record TestbedSettings
     /// <summary>The ranking model's steps: a verifier of slips needs longer than a stage.</summary>
     public int RankSteps => 4 * StageSteps;
     public int PretrainBatch { get; init; } = 32;
+    /// <summary>The longest chain in the pretraining corpus: the base knows short problems, the teacher's data brings the long ones.</summary>
+    public int PretrainMaxLevel { get; init; } = 3;
     /// <summary>Sequences per step of every stage (one micro-batch, no accumulation).</summary>
     public int MicroBatch { get; init; } = 16;
     /// <summary>Which tokens the stages' cross-entropy covers (the authors': the question too).</summary>

@@ -22,7 +22,7 @@ public sealed class TestbedWorld
     public const string Subject = "Arithmetic";
     const int PretrainFrom = 500_000, TestFrom = 1_000_000, RankFrom = 2_000_000;
 
-    public TestbedWorld(ulong seed, int trainProblems, int pretrainProblems, int testProblems, int rankProblems)
+    public TestbedWorld(ulong seed, int trainProblems, int pretrainProblems, int testProblems, int rankProblems, int pretrainMaxLevel = ArithmeticWorld.MaxLevel)
     {
         Seed = seed;
         Train = Enumerable.Range(0, trainProblems).Select(i => ArithmeticWorld.Problem(seed, i)).ToList();
@@ -39,7 +39,7 @@ public sealed class TestbedWorld
         var pretrain = new List<WorldProblem>();
         for (int i = PretrainFrom; pretrain.Count < pretrainProblems; i++)
         {
-            var p = ArithmeticWorld.Problem(seed, i);
+            var p = ArithmeticWorld.Problem(seed, i, pretrainMaxLevel);
             if (!seen.Contains(p.Question)) pretrain.Add(p);
         }
         Pretrain = pretrain;

@@ -10,8 +10,8 @@ public class StatsTests
     public void Wilson_matches_the_closed_form()
     {
         var (lo, hi) = Stats.Wilson(5, 10);
-        Assert.That(lo, Is.EqualTo(0.236593).Within(1e-6));
-        Assert.That(hi, Is.EqualTo(0.763407).Within(1e-6));
+        Assert.That(lo, Is.EqualTo(0.236590).Within(1e-6));   // R: prop.test(5, 10, correct = FALSE)$conf.int = 0.2366, 0.7634
+        Assert.That(hi, Is.EqualTo(0.763410).Within(1e-6));
         // k = 0: the lower end is 0 and the upper z²/(n + z²)
         (lo, hi) = Stats.Wilson(0, 10);
         Assert.That(lo, Is.EqualTo(0));
@@ -93,6 +93,26 @@ public class StatsTests
         Assert.That(m, Is.EqualTo(5));
         Assert.That(sd, Is.EqualTo(Math.Sqrt(32.0 / 7)).Within(1e-12));
         Assert.That(Stats.MeanSd([3.5]), Is.EqualTo((3.5, 0.0)));
+    }
+
+    [Test]
+    public void Auc_interval_brackets_the_auc_and_collapses_when_separation_is_perfect()
+    {
+        var rng = new SplitMix64(3);
+        var scores = new List<double>(); var labels = new List<bool>();
+        for (int i = 0; i < 400; i++)
+        {
+            bool pos = i % 2 == 0;
+            scores.Add(rng.NextDouble() + (pos ? 0.3 : 0));              // overlapping classes: AUC ≈ 0.75
+            labels.Add(pos);
+        }
+        double auc = Stats.Auc(scores, labels);
+        var (lo, hi) = Stats.AucInterval(scores, labels);
+        Assert.That(lo, Is.LessThan(auc));
+        Assert.That(hi, Is.GreaterThan(auc));
+        // Hanley & McNeil's standard error for AUC ≈ 0.75 with 200 + 200: ≈ 0.024, so the interval is about ±0.047
+        Assert.That(hi - lo, Is.EqualTo(2 * 1.96 * 0.024).Within(0.02));
+        Assert.That(Stats.AucInterval([0.9, 0.8, 0.1, 0.2], [true, true, false, false]), Is.EqualTo((1.0, 1.0)));
     }
 
     [Test]
