@@ -45,6 +45,16 @@ public class TestbedTests
     }
 
     [Test]
+    public void Pair_table_shows_the_difference_its_interval_and_the_discordant_counts()
+    {
+        var c = Stats.Paired([[true], [true], [false], [true]], [[false], [true], [false], [false]]);
+        string t = TestbedReport.PairTable([("A", "B", c)]);
+        Assert.That(t, Does.Contain("| A | B | +50.0 [").And.Contain($"{TestbedReport.P(Stats.McNemarExact(2, 0))} (2 / 0) |"));
+        Assert.That(TestbedReport.P(0.0004), Is.EqualTo("< 0.001"));
+        Assert.That(TestbedReport.P(0.0123), Is.EqualTo("0.012"));
+    }
+
+    [Test]
     public void Intersection_counts_the_four_cells()
     {
         var i = TestbedReport.Intersect(B("110010"), B("011000"));

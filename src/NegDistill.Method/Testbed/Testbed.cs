@@ -70,25 +70,29 @@ public static class Testbed
     /// <summary>The parts of a run and their estimated costs (training sequences, weighted by what a step of each kind costs), for the run-wide ETA.</summary>
     public static List<(string Part, double Cost)> Plan(TestbedSettings s)
     {
-        // weights measured on the 2-core machine: ms per training sequence relative to a LoRA stage's, per test
-        // problem decoded greedily, per candidate sampled and scored
-        double stage = s.StageSteps * s.MicroBatch, greedy = 0.55 * s.TestProblems;
-        var plan = new List<(string, double)> { ("pretrain", 0.9 * s.PretrainSteps * s.PretrainBatch), ("eval base", greedy), ("ranker", 1.5 * s.RankSteps * s.MicroBatch) };
+        // weights measured on the 2-core machine (README): time per training sequence relative to a CoT KD
+        // step's, per test problem decoded greedily, per candidate sampled and scored
+        double stage = s.StageSteps * s.MicroBatch, greedy = 0.85 * s.TestProblems;
+        var plan = new List<(string, double)> { ("pretrain", 1.1 * s.PretrainSteps * s.PretrainBatch), ("eval base", greedy), ("ranker", 2.0 * s.RankSteps * s.MicroBatch) };
         foreach (ulong r in RunSeeds(s))
         {
             foreach (var st in SeedStages())
                 plan.Add(($"seed {r}: {st.Name}", st.Name switch
                 {
-                    "nat" or "nat-noneg" or "nat-fixed" => 2.0 * stage,
+                    "nat" or "nat-noneg" or "nat-fixed" => 2.5 * stage,
                     "nce" => 2.0 * stage + 0.5 * s.TrainProblems,
-                    "nce-beta0" => 1.6 * stage,
+                    "nce-beta0" or "ul" or "nt" or "cl" => 1.6 * stage,
+                    "neg" => 1.4 * stage,
                     _ => stage,
                 }));
             plan.Add(($"seed {r}: eval", greedy * (Models.Count - 1)));
-            plan.Add(($"seed {r}: votes", 1.1 * Math.Min(s.VoteProblems, s.TestProblems) * s.Samples));
+            plan.Add(($"seed {r}: votes", 1.45 * Math.Min(s.VoteProblems, s.TestProblems) * s.Samples));
         }
         return plan;
     }
+
+    /// <summary>The paper's ablations, each paired with the full method it removes a part from: (ablation, full).</summary>
+    public static readonly IReadOnlyList<(string Ablation, string Full)> Ablations = [("nat-noneg", "nat"), ("nat-fixed", "nat"), ("nce-beta0", "nce"), ("nat", "kd"), ("nce", "nat")];
 
     public static int Run(TestbedSettings settings, DeviceSettings device, IReporter console, CancellationToken cancel)
     {
@@ -215,9 +219,10 @@ public static class Testbed
         var scores = Models.Select(m => new ModelScores(m.Stage, m.Label, correct[m.Stage])).ToList();
         var accuracy = TestbedReport.Accuracy(scores, level, Reference);
         var inter = Enumerable.Range(0, seeds.Length).Select(i => TestbedReport.Intersect(correct["neg"][i], correct["kd"][i])).ToList();
+        var ablations = Ablations.Select(a => (a.Ablation, a.Full, Stats.Paired(TestbedReport.ByProblem(correct[a.Ablation]), TestbedReport.ByProblem(correct[a.Full])))).ToList();
         var voteCurves = curves.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<double[]>)kv.Value);
         wall.Stop();
-        string md = Markdown(opt, seeds, world, premiseTable, accuracy, inter, ranker, voteCurves, logs, times, wall.Elapsed, cfg, tok);
+        string md = Markdown(opt, seeds, world, premiseTable, accuracy, ablations, inter, ranker, voteCurves, logs, times, wall.Elapsed, cfg, tok);
         report.Line("");
         report.Line(md);
         File.WriteAllText(Path.Combine(opt.Out, "results.md"), md);
@@ -303,7 +308,8 @@ public static class Testbed
 
     static string Command() => "negdistill " + string.Join(" ", Environment.GetCommandLineArgs().Skip(1));
 
-    static string Markdown(TestbedSettings opt, ulong[] seeds, TestbedWorld world, string premiseTable, List<MethodAccuracy> accuracy, List<Intersection> inter,
+    static string Markdown(TestbedSettings opt, ulong[] seeds, TestbedWorld world, string premiseTable, List<MethodAccuracy> accuracy,
+        List<(string A, string B, PairedComparison C)> ablations, List<Intersection> inter,
         RankResult ranker, IReadOnlyDictionary<VoteMethod, IReadOnlyList<double[]>> curves, List<string> logs, List<PartTime> times, TimeSpan wall, LlamaConfig cfg, PhraseTokenizer tok)
     {
         var sb = new StringBuilder();
@@ -323,6 +329,9 @@ public static class Testbed
         sb.AppendLine(TestbedReport.AccuracyTable(accuracy, "CoT KD", seeds.Length, world.Test.Count));
         sb.AppendLine("Δ and McNemar's exact test pair each method with CoT KD on the same (problem, seed); the bootstrap resamples problems (all seeds of a problem together). L1–L5: pooled accuracy % per level (number of steps). The base is one model (pretrained once), so its sd is 0.");
         sb.AppendLine();
+        sb.AppendLine("## The ablations against the method they take a part from (paired, same problems and seeds)");
+        sb.AppendLine();
+        sb.AppendLine(TestbedReport.PairTable(ablations.Select(a => (Label(a.A), Label(a.B), a.C)).ToList()));
         sb.AppendLine("## Intersection: what the negative-only model solves that the positive-only model misses (paper, Fig. 1)");
         sb.AppendLine();
         sb.AppendLine(TestbedReport.IntersectionTable(inter, "LoRA_neg (D_neg only)", "CoT KD (D_pos only)"));
@@ -343,6 +352,8 @@ public static class Testbed
         sb.AppendLine(string.Join(", ", times.Select(t => $"{t.Part} {t.Seconds:F0}")));
         return sb.ToString();
     }
+
+    static string Label(string stage) => Models.First(m => m.Stage == stage).Label;
 
     static void WritePlots(string outDir, ulong[] seeds, IReadOnlyDictionary<VoteMethod, IReadOnlyList<double[]>> curves)
     {

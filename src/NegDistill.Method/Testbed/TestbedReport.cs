@@ -139,6 +139,17 @@ public static class TestbedReport
         return sb.ToString();
     }
 
+    /// <summary>Paired comparisons of chosen pairs (a, b): Δ = a − b with its bootstrap interval and McNemar's p.</summary>
+    public static string PairTable(IReadOnlyList<(string A, string B, PairedComparison C)> pairs)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("| a | b | Δ a − b (pp) [95 % paired bootstrap] | McNemar exact p (only a / only b) |");
+        sb.AppendLine("|---|---|---|---|");
+        foreach (var (a, b, c) in pairs)
+            sb.AppendLine($"| {a} | {b} | {Signed(100 * c.Delta)} [{Signed(100 * c.Lo)}, {Signed(100 * c.Hi)}] | {P(c.PValue)} ({c.OnlyA} / {c.OnlyB}) |");
+        return sb.ToString();
+    }
+
     static string Signed(double x) => (x >= 0 ? "+" : "−") + F(Math.Abs(x));
 
     public static string IntersectionTable(IReadOnlyList<Intersection> perSeed, string negLabel, string posLabel)
