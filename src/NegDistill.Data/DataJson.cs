@@ -9,6 +9,7 @@ namespace NegDistill.Data;
 /// NaN and ±Infinity as the named string literals, required constructor parameters and nullability
 /// enforced, non-ASCII kept readable.</summary>
 [JsonSerializable(typeof(Candidate))]
+[JsonSerializable(typeof(string[]))]
 public sealed partial class DataJson : JsonSerializerContext
 {
     /// <summary>The context with the data layer's options.</summary>

@@ -20,15 +20,16 @@ public sealed record BaseModel(string Dir, LlamaConfig Config, ITokenizer Tokeni
     }
 
     /// <summary>The tokenizer that goes with a checkpoint folder: tokenizer.model, else tokenizer.json
-    /// (converted to SentencePiece), else the byte tokenizer when the vocabulary is the byte one. Its
+    /// (converted to SentencePiece), else the demo's phrase list (<see cref="PhraseTokenizer"/>), else the byte tokenizer when the vocabulary is the byte one. Its
     /// vocabulary must fit the embedding.</summary>
     public static ITokenizer TokenizerFor(string dir, LlamaConfig cfg)
     {
-        string model = Path.Combine(dir, "tokenizer.model"), json = Path.Combine(dir, "tokenizer.json");
+        string model = Path.Combine(dir, "tokenizer.model"), json = Path.Combine(dir, "tokenizer.json"), phrases = Path.Combine(dir, PhraseTokenizer.FileName);
         ITokenizer tok;
         string file;
         if (File.Exists(model)) (tok, file) = (Parse(model, () => LlamaSentencePieceTokenizer.FromModelFile(model)), model);
         else if (File.Exists(json)) (tok, file) = (Parse(json, () => LlamaSentencePieceTokenizer.FromHuggingFaceJson(json, out _)), json);
+        else if (File.Exists(phrases)) (tok, file) = (PhraseTokenizer.Load(phrases), phrases);
         else
         {
             var bytes = new ByteTokenizer();

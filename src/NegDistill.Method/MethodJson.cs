@@ -13,4 +13,6 @@ namespace NegDistill.Method;
 [JsonSerializable(typeof(PipelineConfig))]
 [JsonSerializable(typeof(AlphaRecord))]
 [JsonSerializable(typeof(BetaRecord))]
+[JsonSerializable(typeof(SelfAugmentation))]
+[JsonSerializable(typeof(Testbed.TestbedResults))]
 public sealed partial class MethodJson : JsonSerializerContext;

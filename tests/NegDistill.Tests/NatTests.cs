@@ -377,6 +377,72 @@ public class NatTests
         }
     }
 
+    [Test]
+    public void FixedAlpha_HoldsAlphaOnEveryRow_LeavesQAndKOut_AndItsGradientsMatchFiniteDifferences_Fp64()
+    {
+        // the ablation "NAT without attention": α = 0.25 on every row whatever the input, Q and K neither
+        // trained nor saved, and the backward of what remains (LoRA_pos, U1, U2, dx) still exact
+        var ops = new CpuBackend<double>();
+        var cfg = LlamaConfig.Tiny with { Dim = 8, Heads = 2, FfnDim = 12, Vocab = 11, Layers = 2 };
+        using var m = WithNeg(ops, cfg, seed: 4);
+        var nats = NatAdapter.Attach(m, NegCfg, PosCfg, seed: 2, new NatOptions { UnitDim = 6, FixedAlpha = 0.25f });
+        foreach (var n in nats)
+        {
+            ops.Write(n.Pos.B.W, TestUtil.RandD((int)n.Pos.B.Length, 30, 0.5));
+            ops.Write(n.U2.W, TestUtil.RandD((int)n.U2.Length, 31, 0.5));
+            Assert.That(n.Parameters, Does.Not.Contain(n.Q).And.Not.Contain(n.K));
+            Assert.That(n.Parameters.Count(), Is.EqualTo(4));
+        }
+        var batch = ModelParityTests.TinyBatch(cfg, b: 2, t: 4);
+        m.Pass.StepSeed = 3;
+        var head = new CrossEntropyHead();
+        m.Step(batch, head, backward: true);
+        foreach (var n in nats) Assert.That(n.Alphas(), Has.All.EqualTo(0.25f).Within(1e-6f), n.Prefix);
+        Assert.That(m.TrainableParameters.Any(p => p.Name.EndsWith(".Q.weight") || p.Name.EndsWith(".K.weight")), Is.False);
+        foreach (var p in m.TrainableParameters)
+        {
+            var w = ops.Read(p.W); var g = ops.Read(p.Grad!);
+            for (int i = 0; i < w.Length; i += Math.Max(1, w.Length / 5))
+            {
+                double o = w[i];
+                w[i] = o + H; ops.Write(p.W, w); double lp = m.Step(batch, head, backward: false);
+                w[i] = o - H; ops.Write(p.W, w); double lm = m.Step(batch, head, backward: false);
+                w[i] = o; ops.Write(p.W, w);
+                double fd = (lp - lm) / (2 * H);
+                Assert.That(g[i], Is.EqualTo(fd).Within(1e-6 + 1e-5 * Math.Abs(fd)), $"{p.Name}[{i}]");
+            }
+        }
+        Assert.Throws<ArgumentException>(() => new NatOptions { FixedAlpha = 0.5f }.Validate(), "α = β needs an infinite score");
+    }
+
+    [Test]
+    public void FixedAlpha_FolderRecordsIt_AndLoadsBackWithTheSameLogits()
+    {
+        var ops = new CpuBackend();
+        var cfg = LlamaConfig.Tiny;
+        var batch = ModelParityTests.TinyBatch(cfg);
+        string root = TempDir(), negDir = Path.Combine(root, "neg"), natDir = Path.Combine(root, "nat");
+        using var a = WithNeg(ops, cfg, seed: 5);
+        ModelIO.SaveLora(a, negDir, NegCfg);
+        var nats = NatAdapter.Attach(a, NegCfg, PosCfg, seed: 7, new NatOptions { FixedAlpha = -0.1f });
+        Randomise(ops, nats);
+        var want = a.Logits(batch);
+        AdapterFolder.SaveNat(a, natDir, PosCfg, negDir, baseModel: null);
+        var folder = AdapterFolder.Inspect(natDir);
+        Assert.That((folder.Kind, folder.Nat!.FixedAlpha), Is.EqualTo((AdapterKind.Nat, (float?)-0.1f)));
+        using var b = new LlamaModel(ops, cfg, DType.F32, seed: 5);
+        folder.LoadInto(b);
+        Assert.That(b.Logits(batch), Is.EqualTo(want));
+        Assert.That(b.Adapters.Values.OfType<NatAdapter>().SelectMany(n => n.Alphas()), Has.All.EqualTo(-0.1f).Within(1e-6f));
+        // a NAT with attention writes no fixed_alpha field (its nat_config.json is as before)
+        using var c = WithNeg(ops, cfg, seed: 5);
+        NatAdapter.Attach(c, NegCfg, PosCfg, seed: 7);
+        string plain = Path.Combine(root, "plain");
+        AdapterFolder.SaveNat(c, plain, PosCfg, negDir, baseModel: null);
+        Assert.That(File.ReadAllText(Path.Combine(plain, AdapterFolder.NatConfigFile)), Does.Not.Contain("fixed_alpha"));
+        Assert.That(AdapterFolder.Inspect(plain).Nat!.FixedAlpha, Is.Null);
+    }
+
     sealed class FixedBatches(params ModelBatch[] batches) : IBatchSource
     {
         public ModelBatch Get(long index) => batches[index % batches.Length];

@@ -447,6 +447,35 @@ public class NceTests
         for (int i = 0; i < gn.Length; i++) TestUtil.Close(gce[i], gn[i], 1e-6f, 1e-4f, $"gradient {i}");
     }
 
+    /// <summary>The ablation "NCE with β = 0": without calibration the head is the calibrated head whose two
+    /// teachers agree (KL = 0, so β = tanh 0 = 0 and every sequence weighs 0.5): the same loss and gradients,
+    /// and different from the calibrated head with a LoRA_neg teacher that disagrees.</summary>
+    [Test]
+    public void NceHeadWithoutCalibration_IsTheHeadWithAgreeingTeachers()
+    {
+        var ops = new CpuBackend();
+        using var s = Build(ops);
+        double Run(NceHead head, out float[][] grads, out double[] beta)
+        {
+            foreach (var p in s.Student.TrainableParameters) ops.Fill(p.Grad!, 0f);
+            s.Student.Pass.StepSeed = 7;
+            double l = s.Student.Step(s.Batch, head, backward: true);
+            grads = s.Student.TrainableParameters.Select(p => TestUtil.Get(ops, p.Grad!)).ToArray();
+            beta = head.Beta;
+            return l;
+        }
+        using var plain = new NceHead(s.HNat, s.HNeg, calibrate: false);
+        using var agree = new NceHead(s.HNat, s.HNat);
+        using var calibrated = new NceHead(s.HNat, s.HNeg);
+        double lp = Run(plain, out var gp, out var bp), la = Run(agree, out var ga, out var ba), lc = Run(calibrated, out _, out var bc);
+        Assert.That(bp, Has.All.EqualTo(0.0));
+        Assert.That(ba, Has.All.EqualTo(0.0).Within(1e-6), "identical teachers: KL = 0 up to the 1e-7 added to p");
+        Assert.That(lp, Is.EqualTo(la).Within(1e-6));
+        for (int i = 0; i < gp.Length; i++) TestUtil.Close(ga[i], gp[i], 1e-7f, 1e-5f, $"gradient {i}");
+        Assert.That(bc, Has.All.GreaterThan(1e-4));
+        Assert.That(lc, Is.Not.EqualTo(lp).Within(1e-6), "calibration changes the loss");
+    }
+
     sealed class Batches(params ModelBatch[] batches) : IBatchSource
     {
         public ModelBatch Get(long index) => batches[index % batches.Length];   // the trainer passes a global index

@@ -35,14 +35,25 @@ public class RankModelTests
     }
 
     [Test]
-    public void HeadAndLoraGradients_MatchFiniteDifferences_Fp64()
+    public void HeadAndLoraGradients_MatchFiniteDifferences_Fp64([Values] RankPooling pooling, [Values] bool likelihood)
     {
         var ops = new CpuBackend<double>();
         var cfg = LlamaConfig.Tiny with { Dim = 8, Heads = 2, FfnDim = 12, Vocab = 16 };
         using var m = new LlamaModel(ops, cfg, DType.F32, seed: 3);
         foreach (var a in m.AddLora(new LoraConfig { Rank = 2, Dropout = 0 }, seed: 4)) ops.Write(a.B.W, TestUtil.RandD((int)a.B.Length, 5, 0.5));
-        using var head = new RankHead(ops, cfg.Dim, seed: 6);
+        using var head = new RankHead(ops, cfg.Dim, seed: 6, pooling, likelihood);
         var batch = Labeled(4, 5, 9, cfg.Vocab);
+        if (likelihood)
+        {
+            // next-token targets on the real rows but the first (as a batcher marks a rationale), and non-zero λ,
+            // so the gradient also flows through the LM head into the LoRA
+            var tgt = batch.Targets.ToArray();
+            for (int r = 0; r < 4; r++)
+                for (int j = 1; j + 1 < 5; j++)
+                    if (batch.Mask[r * 5 + j + 1] != 0) tgt[r * 5 + j] = batch.Tokens[r * 5 + j + 1];
+            batch = batch with { Targets = tgt };
+            ops.Write(head.Lambda.W, [0.7, -0.4]);
+        }
         m.StepHidden(batch, head, backward: true);
         const double h = 1e-6;
         foreach (var p in m.TrainableParameters.Concat(head.Parameters))
@@ -58,6 +69,51 @@ public class RankModelTests
                 Assert.That(g[i], Is.EqualTo(fd).Within(1e-7 + 1e-5 * Math.Abs(fd)), $"{p.Name}[{i}]");
             }
         }
+    }
+
+    /// <summary>Mean pooling scores the mean of a sequence's real hidden states (pads ignored), last-token pooling
+    /// the last real one; the head's file records which, and a file without the record (written before pooling
+    /// was a choice) loads as last-token.</summary>
+    [Test]
+    public void Pooling_IsTheMaskedMeanOrTheLastRow_AndTheFileRecordsIt()
+    {
+        var ops = new CpuBackend();
+        var cfg = LlamaConfig.Tiny;
+        using var m = new LlamaModel(ops, cfg, DType.F32, seed: 3);
+        var batch = Labeled(3, 6, 9, cfg.Vocab);
+        var mask = batch.Mask.ToArray();
+        mask[5] = 0; mask[4] = 0;                                   // row 0 is 4 tokens long
+        batch = batch with { Mask = mask };
+        using var mean = new RankHead(ops, cfg.Dim, seed: 6);
+        using var last = new RankHead(ops, cfg.Dim, seed: 6, RankPooling.Last);
+        Assert.That(mean.Pooling, Is.EqualTo(RankPooling.Mean), "the authors' avg pooling is the default");
+        var sMean = mean.Score(m, batch);
+        var sLast = last.Score(m, batch);
+        m.ForwardHidden(batch, training: false);
+        var h = TestUtil.Get(ops, m.Hidden);
+        var w = TestUtil.Get(ops, mean.W.W);
+        double Sigmoid(double z) => 1 / (1 + Math.Exp(-z));
+        for (int b = 0; b < batch.B; b++)
+        {
+            var rows = Enumerable.Range(0, batch.T).Where(t => batch.Mask[b * batch.T + t] != 0).Select(t => b * batch.T + t).ToList();
+            double zMean = Enumerable.Range(0, cfg.Dim).Sum(j => w[j] * rows.Average(r => h[r * cfg.Dim + j]));
+            double zLast = Enumerable.Range(0, cfg.Dim).Sum(j => w[j] * h[rows[^1] * cfg.Dim + j]);
+            Assert.That(sMean[b], Is.EqualTo(Sigmoid(zMean)).Within(1e-5), $"mean, row {b}");
+            Assert.That(sLast[b], Is.EqualTo(Sigmoid(zLast)).Within(1e-5), $"last, row {b}");
+        }
+        string dir = Path.Combine(Path.GetTempPath(), "nd-rankhead-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        string file = Path.Combine(dir, RankHead.FileName);
+        mean.Save(file);
+        using (var f = NegDistill.Checkpoints.SafeTensors.Open(file)) Assert.That(f.Metadata[RankHead.PoolingKey], Is.EqualTo("mean"));
+        using var back = new RankHead(ops, cfg.Dim, seed: 99, RankPooling.Last);
+        back.Load(file);
+        Assert.That((back.Pooling, back.Score(m, batch)), Is.EqualTo((RankPooling.Mean, sMean)));
+        NegDistill.Checkpoints.SafeTensors.Write(file, [
+            NegDistill.Checkpoints.StoredTensor.FromFloat32("score.weight", [1, cfg.Dim], w),
+            NegDistill.Checkpoints.StoredTensor.FromFloat32("score.bias", [1], [0f])]);
+        back.Load(file);
+        Assert.That(back.Pooling, Is.EqualTo(RankPooling.Last), "a head file without the record pools the last token");
     }
 
     [Test]

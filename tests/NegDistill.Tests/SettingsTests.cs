@@ -62,7 +62,9 @@ public class SettingsTests
     [Test]
     public void EveryStageAndBaseline_IsFoundAsAType()
     {
-        Assert.That(StageCatalog.Names, Is.EqualTo(new[] { "neg", "nat", "nce", "rank", "kd", "mix", "ul", "nt", "cl" }));
+        Assert.That(StageCatalog.Names, Is.EqualTo(new[] { "neg", "nat", "nce", "rank", "nat-noneg", "nat-fixed", "nce-beta0", "kd", "mix", "ul", "nt", "cl" }));
+        Assert.That(StageCatalog.Find("nat-noneg")!.Requires, Is.Empty, "the ablation without LoRA_neg needs no neg stage");
+        Assert.That(StageCatalog.Find("nce-beta0")!.Requires, Is.EqualTo(new[] { "neg", "nat" }));
         Assert.That(StageCatalog.Find("nce")!.Requires, Is.EqualTo(new[] { "neg", "nat" }));
         var c = new SettingsCheck(SettingSource.Config);
         StageCatalog.Parse(["nce", "neg", "cl", "cl", "xyz"], Path.Combine(FrontEndTests.TempDir(), "empty"), c, RunSettings.Keys.Stages);

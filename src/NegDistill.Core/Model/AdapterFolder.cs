@@ -19,8 +19,9 @@ public enum AdapterKind
 
 /// <summary>The NAT stage's record of what its folder needs besides its own tensors: where LoRA_neg
 /// is (relative to the NAT folder), the SHA-256 of LoRA_neg's weights file when NAT was trained (a
-/// retrained LoRA_neg is refused), and the integration unit's settings.</summary>
-public sealed record NatFolderConfig(string Kind, string NegativeAdapter, string NegativeWeightsSha256, int UnitDim, float Beta, float Temperature);
+/// retrained LoRA_neg is refused), and the integration unit's settings (a fixed α: the ablation without attention).</summary>
+public sealed record NatFolderConfig(string Kind, string NegativeAdapter, string NegativeWeightsSha256, int UnitDim, float Beta, float Temperature,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)] float? FixedAlpha = null);
 
 /// <summary>
 /// An adapter folder as found on disk, before anything is loaded: its kind, its LoRA settings and,
@@ -92,7 +93,7 @@ public sealed record AdapterFolder
                 + (nat == null ? $" (and no {NatConfigFile} saying where it is)" : $" (named by {record})"));
         if (nat != null && Sha256(WeightsPath(negDir)) != nat.NegativeWeightsSha256)
             throw new InvalidDataException($"{record}: the LoRA_neg in {negDir} is not the one this NAT was trained with (its weights changed since); retrain nat, or restore that LoRA_neg");
-        var options = nat == null ? new NatOptions() : new NatOptions { UnitDim = nat.UnitDim, Beta = nat.Beta, Temperature = nat.Temperature };
+        var options = nat == null ? new NatOptions() : new NatOptions { UnitDim = nat.UnitDim, Beta = nat.Beta, Temperature = nat.Temperature, FixedAlpha = nat.FixedAlpha };
         return new AdapterFolder { Dir = dir, Kind = AdapterKind.Nat, Lora = pos, NegativeDir = negDir, NegativeLora = ModelIO.ReadLoraSettings(negDir), Nat = options };
     }
 
@@ -130,7 +131,7 @@ public sealed record AdapterFolder
         var unit = model.Adapters.Values.OfType<NatAdapter>().FirstOrDefault()?.Options
             ?? throw new InvalidOperationException("the model has no NAT adapters to save");
         Directory.CreateDirectory(dir);
-        var record = new NatFolderConfig("nat", Path.GetRelativePath(dir, negDir), Sha256(WeightsPath(negDir)), unit.UnitDim, unit.Beta, unit.Temperature);
+        var record = new NatFolderConfig("nat", Path.GetRelativePath(dir, negDir), Sha256(WeightsPath(negDir)), unit.UnitDim, unit.Beta, unit.Temperature, unit.FixedAlpha);
         AtomicFile.WriteAllText(Path.Combine(dir, NatConfigFile), JsonSerializer.Serialize(record, CoreJson.Default.NatFolderConfig) + "\n");
         ModelIO.SaveLora(model, dir, pos, baseModel: baseModel);
     }

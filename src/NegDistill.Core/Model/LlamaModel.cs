@@ -360,6 +360,45 @@ public sealed partial class LlamaModel : IDisposable
         return loss;
     }
 
+    /// <summary>−log p(target) of every row of the last forward under the model's own LM head (0 where the
+    /// target is &lt; 0), in the loss's row chunks: features for a head that reads the model's likelihood (the
+    /// ranking model's). No gradient; <see cref="TokenLossesBackward"/> adds it.</summary>
+    public double[] TokenLosses()
+    {
+        int n = Rows;
+        var s = _s!;
+        for (int r0 = 0; r0 < n; r0 += ChunkRows)
+        {
+            int rows = Math.Min(ChunkRows, n - r0);
+            var logits = Ops.View(s.Logits, 0, rows, V);
+            Ops.MatMul(logits, Ops.View(s.Xf, (long)r0 * C, rows, C), LmHead.W, rows, V, C, false, true);   // logits(rows,V) = xf·Wheadᵀ
+            Ops.CrossEntropyFused(logits, Ops.View(s.Losses, r0, rows), Ops.View(_targets!, r0, rows), rows, V, 1.0, false);
+        }
+        var l = new double[n];                                        // per row through Sum: the backend's precision (fp64 oracle)
+        for (int r = 0; r < n; r++) l[r] = Ops.Sum(Ops.View(s.Losses, r, 1), 1);
+        return l;
+    }
+
+    /// <summary>Adds Σ_t g_t · ∂(−log p(target_t))/∂hidden_t to <paramref name="dHidden"/> (N,C) for the last
+    /// forward, recomputing each chunk's logits: dlogits_t = g_t·(softmax − onehot), dhidden += dlogits·Whead.</summary>
+    public void TokenLossesBackward(ReadOnlySpan<float> g, Tensor dHidden)
+    {
+        int n = Rows;
+        if (g.Length != n) throw new ArgumentException($"one coefficient per row: {g.Length} for {n} rows");
+        var s = _s!;
+        for (int r0 = 0; r0 < n; r0 += ChunkRows)
+        {
+            int rows = Math.Min(ChunkRows, n - r0);
+            var xf = Ops.View(s.Xf, (long)r0 * C, rows, C);
+            var logits = Ops.View(s.Logits, 0, rows, V);
+            Ops.MatMul(logits, xf, LmHead.W, rows, V, C, false, true);
+            Ops.CrossEntropyFused(logits, Ops.View(s.Losses, r0, rows), Ops.View(_targets!, r0, rows), rows, V, 1.0, true);
+            for (int r = 0; r < rows; r++) Ops.Scale(Ops.View(logits, (long)r * V, V), g[r0 + r], V);   // row r's coefficient
+            Ops.MatMul(Ops.View(dHidden, (long)r0 * C, rows, C), logits, LmHead.W, rows, C, V, false, false, 1f, 1f);
+            if (LmHead.Trainable) Ops.MatMul(LmHead.Grad!, logits, xf, V, C, rows, true, false, 1f, 1f);
+        }
+    }
+
     /// <summary>Forward, a sequence-level loss on the final hidden states (N,C) through
     /// <paramref name="head"/>, and (when backward) the backward pass from the head's dL/dhidden.</summary>
     public double StepHidden(ModelBatch batch, IHiddenHead head, bool backward, bool training = true)

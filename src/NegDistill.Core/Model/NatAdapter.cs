@@ -25,12 +25,16 @@ public sealed record NatOptions
     public float Beta { get; init; } = 0.5f;
     /// <summary>Softmax temperature of the two scores q·k_i.</summary>
     public float Temperature { get; init; } = 1f;
+    /// <summary>The ablation "NAT without attention": α held at this value for every row (inside (−β, β)),
+    /// Q and K unused and untrained; null: α from the attention (method.md).</summary>
+    public float? FixedAlpha { get; init; }
 
     public void Validate()
     {
         if (UnitDim <= 0) throw new ArgumentException($"NAT unit width must be positive (got {UnitDim})");
         if (!float.IsFinite(Beta) || Beta < 0) throw new ArgumentException($"NAT β must be finite and ≥ 0 (got {Beta})");
         if (!(Temperature > 0) || !float.IsFinite(Temperature)) throw new ArgumentException($"NAT temperature must be positive (got {Temperature})");
+        if (FixedAlpha is { } a && !(Math.Abs(a) < Beta)) throw new ArgumentException($"a fixed NAT α must lie strictly inside (−β, β) = (−{Beta}, {Beta}) (got {a})");
     }
 }
 
@@ -111,10 +115,11 @@ public sealed class NatAdapter : IProjectionAdapter
     public Param U2 { get; }
 
     /// <summary>A_pos, B_pos, Q, K, U1, U2: what trains and what the NAT stage saves
-    /// (ModelIO.SaveLora(model, dir, posConfig) writes them all; no extra list is needed).</summary>
-    public IEnumerable<Param> Parameters => [Pos.A, Pos.B, Q, K, U1, U2];
-    /// <summary>The integration unit alone: Q, K, U1, U2.</summary>
-    public IEnumerable<Param> UnitParameters => [Q, K, U1, U2];
+    /// (ModelIO.SaveLora(model, dir, posConfig) writes them all; no extra list is needed). With a fixed α,
+    /// Q and K take no part and are left out.</summary>
+    public IEnumerable<Param> Parameters => Options.FixedAlpha == null ? [Pos.A, Pos.B, Q, K, U1, U2] : [Pos.A, Pos.B, U1, U2];
+    /// <summary>The integration unit alone: Q, K, U1, U2 (U1, U2 with a fixed α).</summary>
+    public IEnumerable<Param> UnitParameters => Options.FixedAlpha == null ? [Q, K, U1, U2] : [U1, U2];
 
     // Row buffers for up to _capF (forward) and _capB (backward) rows: a teacher that only runs forward
     // (NCE) never allocates the backward half.
@@ -173,8 +178,18 @@ public sealed class NatAdapter : IProjectionAdapter
         o.Copy(hNeg, y);
         Pos.Forward(ctx, x, hPos, n);                                     // h_pos = Wx + s·B_pos A_pos drop(x)
         Neg.Forward(ctx, x, hNeg, n);                                     // h_neg = Wx + s·B_neg A_neg x
-        o.MatMul(q, x, Q.W, n, _d, _in, false, true);                     // q(N,D) = x·Qᵀ
-        o.MatMul(k, h, K.W, 2 * n, _d, _out, false, true);                // k(2N,D) = h·Kᵀ
+        if (Options.FixedAlpha is { } fixedAlpha)
+        {
+            // Constant scores q·k_pos = 0, q·k_neg = logit(a) with a = (α + β)/2β, so the fused op's softmax gives
+            // a_neg = a, i.e. α = fixedAlpha, on every row (q = 1, k_pos = 0, k_neg = logit/(D·invTemp)).
+            double a = (fixedAlpha + _beta) / (2.0 * _beta);
+            o.Fill(q, 1f); o.Fill(kPos, 0f); o.Fill(kNeg, (float)(Math.Log(a / (1 - a)) / (_d * _invTemp)));
+        }
+        else
+        {
+            o.MatMul(q, x, Q.W, n, _d, _in, false, true);                 // q(N,D) = x·Qᵀ
+            o.MatMul(k, h, K.W, 2 * n, _d, _out, false, true);            // k(2N,D) = h·Kᵀ
+        }
         o.MatMul(u, h, U1.W, 2 * n, _d, _out, false, true);               // u(2N,D) = h·U1ᵀ
         o.IntegrationForward(mix, aNeg, q, kPos, kNeg, uPos, uNeg, n, _d, _beta, _invTemp);
         o.MatMul(y, mix, U2.W, n, _out, _d, false, true, 1f, 1f);         // y += mix·U2ᵀ
@@ -204,12 +219,16 @@ public sealed class NatAdapter : IProjectionAdapter
         o.MatMul(dmix, dy, U2.W, n, _d, _out, false, false);              // dmix = dy·U2
         o.Fill(dq, 0f); o.Fill(dk, 0f); o.Fill(du, 0f);
         o.IntegrationBackward(dq, dkPos, dkNeg, duPos, duNeg, dmix, q, kPos, kNeg, uPos, uNeg, aNeg, n, _d, _beta, _invTemp);
-        o.MatMul(Q.Grad!, dq, x, _d, _in, n, true, false, 1f, 1f);       // dQ += dqᵀ·x
-        o.MatMul(dx, dq, Q.W, n, _in, _d, false, false, 1f, 1f);         // dx += dq·Q
-        o.MatMul(K.Grad!, dk, h, _d, _out, 2 * n, true, false, 1f, 1f);  // dK += dkᵀ·h   (both halves)
+        bool attention = Options.FixedAlpha == null;                      // a fixed α: the scores are constants, dq and dk unused
+        if (attention)
+        {
+            o.MatMul(Q.Grad!, dq, x, _d, _in, n, true, false, 1f, 1f);   // dQ += dqᵀ·x
+            o.MatMul(dx, dq, Q.W, n, _in, _d, false, false, 1f, 1f);     // dx += dq·Q
+            o.MatMul(K.Grad!, dk, h, _d, _out, 2 * n, true, false, 1f, 1f);  // dK += dkᵀ·h   (both halves)
+        }
         o.MatMul(U1.Grad!, du, h, _d, _out, 2 * n, true, false, 1f, 1f); // dU1 += duᵀ·h
-        o.MatMul(dh, dk, K.W, 2 * n, _out, _d, false, false);             // dh = dk·K
-        o.MatMul(dh, du, U1.W, 2 * n, _out, _d, false, false, 1f, 1f);    //    + du·U1
+        if (attention) o.MatMul(dh, dk, K.W, 2 * n, _out, _d, false, false);   // dh = dk·K
+        o.MatMul(dh, du, U1.W, 2 * n, _out, _d, false, false, 1f, attention ? 1f : 0f);   //    + du·U1
         Pos.Backward(ctx, x, dhPos, dx, n);                               // dA_pos, dB_pos, dx through LoRA_pos
         Neg.Backward(ctx, x, dhNeg, dx, n);                               // dx through the frozen LoRA_neg
         o.Axpy(dhPos, dhNeg, 1f, (long)n * _out);                         // both h_i contain Wx

@@ -51,19 +51,23 @@ public sealed class NceHead : ILossHead, IDisposable
     /// states (N,C) of the batch passed to <see cref="Begin"/> (the head does not own them).</summary>
     /// <param name="headWeight">the frozen LM head (V,C) the teachers share; null: the student's own
     /// <see cref="LlamaModel.LmHead"/> (the base is shared).</param>
-    public NceHead(Func<ModelBatch, (Tensor Nat, Tensor Neg)> teachers, float a = 0.5f, float temperature = 1f, Tensor? headWeight = null)
+    /// <param name="calibrate">false: β = 0 for every sequence (the ablation "NCE without calibration":
+    /// plain distillation from the NAT model at weight 0.5, LoRA_neg's logits never computed).</param>
+    public NceHead(Func<ModelBatch, (Tensor Nat, Tensor Neg)> teachers, float a = 0.5f, float temperature = 1f, Tensor? headWeight = null, bool calibrate = true)
     {
         if (!(a >= 0f && a <= 1f)) throw new ArgumentOutOfRangeException(nameof(a), $"NCE mixing weight a must be in [0, 1] (got {a})");
         if (!(temperature > 0f) || !float.IsFinite(temperature)) throw new ArgumentOutOfRangeException(nameof(temperature), $"temperature must be positive (got {temperature})");
-        (_teachers, A, Temperature, _headWeight) = (teachers, a, temperature, headWeight);
+        (_teachers, A, Temperature, _headWeight, Calibrate) = (teachers, a, temperature, headWeight, calibrate);
     }
 
     /// <summary>Fixed teachers for one batch: NAT and neg hidden states (N,C).</summary>
-    public NceHead(Tensor natHidden, Tensor negHidden, float a = 0.5f, float temperature = 1f, Tensor? headWeight = null)
-        : this(_ => (natHidden, negHidden), a, temperature, headWeight) { }
+    public NceHead(Tensor natHidden, Tensor negHidden, float a = 0.5f, float temperature = 1f, Tensor? headWeight = null, bool calibrate = true)
+        : this(_ => (natHidden, negHidden), a, temperature, headWeight, calibrate) { }
 
     public float A { get; }
     public float Temperature { get; }
+    /// <summary>β from KL(p_neg ‖ p_nat) (method.md); false: β = 0.</summary>
+    public bool Calibrate { get; }
     /// <summary>β_b of each sequence of the last batch (for logging).</summary>
     public double[] Beta { get; private set; } = [];
     /// <summary>Mean cross-entropy over the loss tokens of the last batch.</summary>
@@ -82,7 +86,7 @@ public sealed class NceHead : ILossHead, IDisposable
         _natHidden = nat;
         var w = HeadWeight(model);
         Ensure(ops, n, chunk, v);
-        for (int r0 = 0; r0 < n; r0 += chunk)
+        for (int r0 = 0; Calibrate && r0 < n; r0 += chunk)
         {
             int rows = Math.Min(chunk, n - r0);
             var zNat = ops.View(_nat!, 0, rows, v);
@@ -92,8 +96,8 @@ public sealed class NceHead : ILossHead, IDisposable
             ops.NceKl(zNat, zNeg, ops.View(_kl!, r0, rows), rows, v, Temperature);
         }
         var kl = new float[n];
-        ops.Download(_kl!, kl);
-        Beta = Nce.SequenceBeta<float>(kl, batch.Mask, batch.B, batch.T);
+        if (Calibrate) ops.Download(_kl!, kl);
+        Beta = Calibrate ? Nce.SequenceBeta<float>(kl, batch.Mask, batch.B, batch.T) : new double[batch.B];
         ops.Upload(_w!, Nce.RowWeights(Beta, batch.T, batch.Mask));
         _count = batch.LossTokens;
         _scale = _count > 0 ? 1.0 / _count : 0;
