@@ -69,8 +69,8 @@ public class NceStage : Stage
             if (gold.TryGetValue(questions[i].Question, out var reference) && MathChecker.IsCorrect(text, reference))
                 added.Add(questions[i] with { Rationale = text, Positive = true, SourceId = questions[i].SourceId + "#nat" });
         }
-        ctx.Log.Add($"self-augmentation: the NAT model answered {questions.Count} training questions (greedy, KV-cache decoder); {added.Count} correct rationales joined D_pos ({ctx.Positives.Count} → {ctx.Positives.Count + added.Count}; "
-            + string.Join(", ", added.GroupBy(p => p.Level).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Key} {g.Count()}")) + ")");
+        ctx.Log.Add($"self-augmentation: the NAT model answered {questions.Count} training questions (greedy, KV-cache decoder); {added.Count} correct rationales joined D_pos ({ctx.Positives.Count} → {ctx.Positives.Count + added.Count}"
+            + (added.Count == 0 ? "" : "; " + string.Join(", ", added.GroupBy(p => p.Level).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Key} {g.Count()}"))) + ")");
         Checkpoints.AtomicFile.WriteAllText(file, JsonSerializer.Serialize(new SelfAugmentation(natHash, ctx.AugmentQuestions, ctx.AugmentMaxNewTokens, questions.Count,
             added.Select(p => new AugmentedPair(p.Question, p.Rationale, p.Subject, p.Level, p.SourceId)).ToList()), MethodJson.Default.SelfAugmentation));
         return ctx.Positives.Concat(added).ToList();
