@@ -15,4 +15,5 @@ namespace NegDistill.Method;
 [JsonSerializable(typeof(BetaRecord))]
 [JsonSerializable(typeof(SelfAugmentation))]
 [JsonSerializable(typeof(Testbed.TestbedResults))]
+[JsonSerializable(typeof(SortedDictionary<string, string>))]
 public sealed partial class MethodJson : JsonSerializerContext;

@@ -237,6 +237,31 @@ public class FailureTests
 
     // ---------------------------------------------------------------- 6. leftovers after faults
 
+    /// <summary>`demo` resumes only its own run: a folder of another run (other settings, an older version's files)
+    /// is refused before any work, naming what differs, and nothing in it is touched.</summary>
+    [Test]
+    public void Demo_RefusesToResumeAFolderOfAnotherRun_NamingWhatDiffers()
+    {
+        string old = Path.Combine(_dir, "demo-old");
+        Directory.CreateDirectory(Path.Combine(old, "base"));
+        File.WriteAllText(Path.Combine(old, "base", "config.json"), "{}");
+        Expect(["demo", "--quick", "--out", old], ExitCodes.BadInput, $"--out: {old} is not empty and has no demo.json");
+        Assert.That(Directory.GetFileSystemEntries(old), Has.Length.EqualTo(1), "nothing written or removed");
+
+        // a stamp of the quick run with one setting changed, as a full run or another --seed would leave
+        string other = Path.Combine(_dir, "demo-other");
+        var settings = new NegDistill.Method.Testbed.TestbedSettings { Out = other, Quick = true }.Resolve();
+        NegDistill.Method.Testbed.Testbed.RequireSameRun(settings with { Dim = 128, Seed = 9 });
+        string stamp = File.ReadAllText(Path.Combine(other, "demo.json"));
+        Expect(["demo", "--quick", "--out", other], ExitCodes.BadInput, "holds a demo run with other settings", "Dim 128 there, 64 here", "Seed 9 there, 1 here");
+        Assert.That(File.ReadAllText(Path.Combine(other, "demo.json")), Is.EqualTo(stamp), "the stamp is left as it was");
+        Assert.That(Directory.GetFileSystemEntries(other), Has.Length.EqualTo(1));
+
+        // the same settings resume: the check passes and leaves the stamp as it is
+        NegDistill.Method.Testbed.Testbed.RequireSameRun(settings with { Dim = 128, Seed = 9 });
+        Assert.That(File.ReadAllText(Path.Combine(other, "demo.json")), Is.EqualTo(stamp));
+    }
+
     [Test]
     public void AfterAKill_StaleTemporariesAreSwept_AndEveryStepIsLoggedOnce()
     {

@@ -105,6 +105,7 @@ public static class Testbed
         check.ThrowIfAny();
         var wall = Stopwatch.StartNew();
         Pipeline.RequireWritable(opt.Out, TestbedSettings.Keys.Out, SettingSource.CommandLine);
+        RequireSameRun(opt);
         var seeds = RunSeeds(opt);
         var report = new RunProgress(console, Plan(opt));
         var times = new List<PartTime>();
@@ -232,6 +233,50 @@ public static class Testbed
         WritePlots(opt.Out, seeds, voteCurves);
         report.Line($"done in {(int)wall.Elapsed.TotalMinutes:00}:{wall.Elapsed.Seconds:00}; tables in {Path.Combine(opt.Out, "results.md")}, every number in results.json");
         return ExitCodes.Ok;
+    }
+
+    /// <summary>The file in the output folder that records which settings made the run in it.</summary>
+    public const string StampFile = "demo.json";
+
+    /// <summary>Bumped when the world, the tokenizer or what a part writes changes, so that a folder made by
+    /// another version of the testbed is not resumed as if it were this one's.</summary>
+    public const int Format = 2;
+
+    /// <summary>The settings a run's files depend on, as text: every resolved setting but the output folder and
+    /// the number of seeds (each seed's parts live in their own folder), and the testbed's format.</summary>
+    public static SortedDictionary<string, string> Stamp(TestbedSettings resolved)
+    {
+        var d = new SortedDictionary<string, string>(StringComparer.Ordinal) { ["format"] = Format.ToString(Inv) };
+        foreach (var p in typeof(TestbedSettings).GetProperties())
+            if (p.CanWrite && p.Name is not (nameof(TestbedSettings.Out) or nameof(TestbedSettings.Seeds)))
+                d[p.Name] = Convert.ToString(p.GetValue(resolved), Inv) ?? "";
+        return d;
+    }
+
+    /// <summary>Resumes only a run of the same settings: an output folder that holds another run's files (other
+    /// settings, or no stamp at all) is refused before any work, naming what differs; nothing is deleted.
+    /// An empty or new folder gets the stamp.</summary>
+    public static void RequireSameRun(TestbedSettings resolved)
+    {
+        var want = Stamp(resolved);
+        string path = Path.Combine(resolved.Out, StampFile);
+        string advice = "choose another --out or remove the folder";
+        if (File.Exists(path))
+        {
+            SortedDictionary<string, string>? have;
+            try { have = JsonSerializer.Deserialize(File.ReadAllText(path), MethodJson.Default.SortedDictionaryStringString); }
+            catch (JsonException e) { throw new SettingsException(null, [$"--out: {path} is not a demo stamp ({e.Message}); {advice}"]); }
+            have ??= [];
+            var diff = want.Keys.Union(have.Keys).Where(k => want.GetValueOrDefault(k) != have.GetValueOrDefault(k))
+                .Select(k => $"{k} {have.GetValueOrDefault(k) ?? "(none)"} there, {want.GetValueOrDefault(k) ?? "(none)"} here").ToList();
+            if (diff.Count > 0)
+                throw new SettingsException(null, [$"--out: {Path.GetFullPath(resolved.Out)} holds a demo run with other settings ({string.Join("; ", diff)}); {advice}"]);
+            return;
+        }
+        if (Directory.Exists(resolved.Out) && Directory.EnumerateFileSystemEntries(resolved.Out).Any())
+            throw new SettingsException(null, [$"--out: {Path.GetFullPath(resolved.Out)} is not empty and has no {StampFile} (files of an earlier NegDistill version or of something else); {advice}"]);
+        Directory.CreateDirectory(resolved.Out);
+        Checkpoints.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(want, MethodJson.Default.SortedDictionaryStringString));
     }
 
     /// <summary>Runs one part of the plan, timing it; <paramref name="body"/> returns whether it was skipped (complete on disk).</summary>
