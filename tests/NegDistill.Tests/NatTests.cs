@@ -361,6 +361,14 @@ public class NatTests
         m.Pass.StepSeed = 3;
         var head = new CrossEntropyHead();
         m.Step(batch, head, backward: true);
+        CheckEveryTrainableGradient(ops, m, batch, head);
+    }
+
+    /// <summary>Central finite differences (fp64) at five entries of every trainable parameter against the
+    /// model's gradient from the last backward. As OpGradientTests' whole-model check: the loss is O(1), so
+    /// the FD error is ≲ 1e-9 and 1e-6 + 1e-5·|fd| leaves room only for rounding.</summary>
+    static void CheckEveryTrainableGradient(CpuBackend<double> ops, LlamaModel m, ModelBatch batch, CrossEntropyHead head)
+    {
         foreach (var p in m.TrainableParameters)
         {
             var w = ops.Read(p.W); var g = ops.Read(p.Grad!);
@@ -371,7 +379,6 @@ public class NatTests
                 w[i] = o - H; ops.Write(p.W, w); double lm = m.Step(batch, head, backward: false);
                 w[i] = o; ops.Write(p.W, w);
                 double fd = (lp - lm) / (2 * H);
-                // as OpGradientTests' whole-model check: the loss is O(1), FD error ≲ 1e-9
                 Assert.That(g[i], Is.EqualTo(fd).Within(1e-6 + 1e-5 * Math.Abs(fd)), $"{p.Name}[{i}]");
             }
         }
@@ -399,19 +406,7 @@ public class NatTests
         m.Step(batch, head, backward: true);
         foreach (var n in nats) Assert.That(n.Alphas(), Has.All.EqualTo(0.25f).Within(1e-6f), n.Prefix);
         Assert.That(m.TrainableParameters.Any(p => p.Name.EndsWith(".Q.weight") || p.Name.EndsWith(".K.weight")), Is.False);
-        foreach (var p in m.TrainableParameters)
-        {
-            var w = ops.Read(p.W); var g = ops.Read(p.Grad!);
-            for (int i = 0; i < w.Length; i += Math.Max(1, w.Length / 5))
-            {
-                double o = w[i];
-                w[i] = o + H; ops.Write(p.W, w); double lp = m.Step(batch, head, backward: false);
-                w[i] = o - H; ops.Write(p.W, w); double lm = m.Step(batch, head, backward: false);
-                w[i] = o; ops.Write(p.W, w);
-                double fd = (lp - lm) / (2 * H);
-                Assert.That(g[i], Is.EqualTo(fd).Within(1e-6 + 1e-5 * Math.Abs(fd)), $"{p.Name}[{i}]");
-            }
-        }
+        CheckEveryTrainableGradient(ops, m, batch, head);
         Assert.Throws<ArgumentException>(() => new NatOptions { FixedAlpha = 0.5f }.Validate(), "α = β needs an infinite score");
     }
 
