@@ -250,18 +250,26 @@ public static class OpCases
             Inputs = () => new() { ["src"] = R(1, n, C), ["rows"] = Ints(Enumerable.Range(0, r).Select(i => (i * 7919) % n).ToArray()), ["dst"] = Out(r, C) },
             Run = (o, t) => o.GatherRows(t["dst"], t["src"], t["rows"], r, C), Outputs = ["dst"], Poisoned = ["dst"], Bytes = 8.0 * r * C,
         };
-        foreach (var (temp, topP, label) in new[] { (0f, 1f, "greedy"), (0.7f, 0.9f, "T 0.7, top-p 0.9") })
-            yield return new OpCase
-            {
-                Family = "Sampling", Name = label, Shape = $"{r}×{V}",
-                Inputs = () => new()
+        // version 2 (lanes, radix select) is what SampleRows runs; version 1 (blocks, bisection) beside it
+        // against its own twin (CpuBackend.SampleRowsV1), both bit-checkable on tokens
+        foreach (bool v1 in new[] { false, true })
+            foreach (var (temp, topK, topP, label) in new[] { (0f, 0, 1f, "greedy"), (0.7f, 0, 0.95f, "T 0.7, top-p 0.95"), (0.7f, 40, 0.95f, "T 0.7, top-k 40, top-p 0.95") })
+                yield return new OpCase
                 {
-                    ["z"] = R(4, r, V), ["tok"] = new(DType.I32, [r], I: new int[r]), ["lp"] = Out(r),
-                    ["seed"] = Ints(Enumerable.Range(0, 2 * r).Select(i => i * 2654435 + 17).ToArray()), ["ctr"] = Ints(Enumerable.Range(0, r).ToArray()),
-                },
-                Run = (o, t) => o.SampleRows(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], r, V, temp, 0, topP),
-                Outputs = ["lp"], Poisoned = ["lp"], ExactInts = ["tok"], Bytes = 4.0 * r * V,
-            };
+                    Family = "Sampling", Name = v1 ? $"{label} (v1, blocks + bisection)" : $"{label} (v2, lanes + radix)", Shape = $"{r}×{V}",
+                    Inputs = () => new()
+                    {
+                        ["z"] = R(4, r, V), ["tok"] = new(DType.I32, [r], I: new int[r]), ["lp"] = Out(r),
+                        ["seed"] = Ints(Enumerable.Range(0, 2 * r).Select(i => i * 2654435 + 17).ToArray()), ["ctr"] = Ints(Enumerable.Range(0, r).ToArray()),
+                    },
+                    Run = (o, t) =>
+                    {
+                        if (!v1) o.SampleRows(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], r, V, temp, topK, topP);
+                        else if (o is NegDistill.Kernels.IlgpuBackend ib) ib.SampleRowsV1(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], r, V, temp, topK, topP);
+                        else ((CpuBackend<float>)o).SampleRowsV1(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], r, V, temp, topK, topP);
+                    },
+                    Outputs = ["lp"], Poisoned = ["lp"], ExactInts = ["tok"], Bytes = 4.0 * r * V,
+                };
         yield return new OpCase
         {
             Family = "SwiGlu", Name = "forward", Shape = $"{n}×{F}",
