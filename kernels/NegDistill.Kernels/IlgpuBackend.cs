@@ -381,14 +381,16 @@ public sealed class IlgpuBackend : IBackend
         logits.Expect((long)r * v, "SampleRows logits"); rowSeed.Expect(2L * r, "SampleRows rowSeed");
         _sample.Sample(F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter), r, v, temperature, topK, topP);
     }
-    /// <summary>Version 2 at another group size, with top-p's candidate nudged by <paramref name="nudge"/> bits
-    /// (tests: the result must not depend on either).</summary>
+    /// <summary>Version 2 at another group size (0: the backend's), with top-p's candidate nudged by
+    /// <paramref name="nudge"/> bits and greedy rows split over <paramref name="split"/> groups (−1: as
+    /// <see cref="SampleRows"/> chooses); tests and gpu-check: the result must not depend on any of them.</summary>
     public void SampleRowsV2(Tensor logits, Tensor tokens, Tensor logProbs, Tensor rowSeed, Tensor rowCounter, int r, int v, float temperature, int topK, float topP,
-        int group, int nudge)
+        int group, int nudge, int split = -1)
     {
         logits.Expect((long)r * v, "SampleRows logits"); rowSeed.Expect(2L * r, "SampleRows rowSeed");
+        if (group <= 0) group = _group;
         if (!_sampleAt.TryGetValue(group, out var l)) _sampleAt[group] = l = new(Accelerator, group);
-        l.Sample(F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter), r, v, temperature, topK, topP, nudge);
+        l.Sample(F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter), r, v, temperature, topK, topP, nudge, split);
     }
 
     public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n);

@@ -37,7 +37,9 @@ namespace NegDistill.Kernels;
 /// established, so τ is always the twin's, bit for bit. Passes per row at V = 32,000: greedy 2; top-p
 /// alone 6 (max, weights, 2 levels, check, scan) and 1 write; top-k and top-p 9 and 1 write (v1: 35
 /// and 65). Reads stay in L2 after the first (the 8 MB of logits and 8 MB of weights at 64 rows).
-/// Not built: several groups per row when rows are few (decode at batch 1 uses one SM for sampling).
+/// Greedy rows, when few (decode at small batch), split over 16 groups each in three launches
+/// (<see cref="SplitMaxKernel"/>), same order, same bits. Not built: the split for temperature &gt; 0 (the
+/// radix levels would each need a launch and a combine); those rows keep one group each.
 /// </summary>
 public static class SamplingKernels
 {
@@ -493,13 +495,104 @@ public static class SamplingKernels
         }
     }
 
+    // ---- version 2, greedy with a row split across groups (few rows) ---------------------------------
+
+    /// <summary>Greedy rows split over S groups each (S divides 1024): group (r, s) owns lanes
+    /// [s·1024/S, (s+1)·1024/S) of row r, so a row's reads spread over S multiprocessors; the twin's
+    /// order is kept because every lane is still summed by one thread in index order. Three launches:
+    /// the maximum and its lowest index per part; the exp lane sums after combining the parts' maxima
+    /// (exact in any order); the <see cref="Fold"/> of the 1024 lanes, the token and its log-probability.
+    /// Grid: R·S groups. part (R,S) out: the parts' maxima and their lowest indices.</summary>
+    public static void SplitMaxKernel(ArrayView<float> logits, ArrayView<float> partMax, ArrayView<int> partArg, int v, int parts)
+    {
+        var shf = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        var shi = SharedMemory.Allocate<int>(GroupReduce.MaxGroup);
+        int tid = Group.IdxX, g = Group.DimX, part = Grid.IdxX % parts, width = Sampling.Lanes / parts;
+        long row = Grid.IdxX / parts, o = row * v;
+        float max = float.NegativeInfinity;
+        int arg = int.MaxValue;
+        for (int p = part * width + tid; p < (part + 1) * width; p += g)
+            for (int j = p; j < v; j += Sampling.Lanes)
+            {
+                float z = logits[o + j];
+                if (z > max || (z == max && j < arg)) { max = z; arg = j; }
+            }
+        shf[tid] = max; shi[tid] = arg;
+        Group.Barrier();
+        for (int s = g / 2; s > 0; s >>= 1)
+        {
+            if (tid < s)
+            {
+                float m2 = shf[tid + s]; int i2 = shi[tid + s];
+                if (m2 > shf[tid] || (m2 == shf[tid] && i2 < shi[tid])) { shf[tid] = m2; shi[tid] = i2; }
+            }
+            Group.Barrier();
+        }
+        if (tid == 0) { partMax[row * parts + part] = shf[0]; partArg[row * parts + part] = shi[0]; }
+    }
+
+    /// <summary>Grid: R·S groups. lanes (R,1024) out: Σ exp(z − max) of each lane of the group's part.</summary>
+    public static void SplitExpKernel(ArrayView<float> logits, ArrayView<float> partMax, ArrayView<int> partArg, ArrayView<double> lanes, int v, int parts)
+    {
+        int tid = Group.IdxX, g = Group.DimX, part = Grid.IdxX % parts, width = Sampling.Lanes / parts;
+        long row = Grid.IdxX / parts, o = row * v;
+        float max = float.NegativeInfinity;
+        for (int i = 0; i < parts; i++) { float m = partMax[row * parts + i]; if (m > max) max = m; }
+        for (int p = part * width + tid; p < (part + 1) * width; p += g)
+        {
+            double se = 0;
+            for (int j = p; j < v; j += Sampling.Lanes) se += MathF.Exp(logits[o + j] - max);
+            lanes[row * Sampling.Lanes + p] = se;
+        }
+    }
+
+    /// <summary>Grid: R groups (any size). The row's maximum and lowest arg-max from the parts, Σexp by the
+    /// twin's <see cref="Sampling.Fold"/>, and the token (−1 when every logit is NaN) with its log-probability.</summary>
+    public static void SplitFinishKernel(ArrayView<float> logits, ArrayView<float> partMax, ArrayView<int> partArg, ArrayView<double> lanes,
+        ArrayView<int> tokens, ArrayView<float> logProbs, int v, int parts)
+    {
+        var chunk = SharedMemory.Allocate<double>(Sampling.Chunks);
+        int tid = Group.IdxX;
+        long row = Grid.IdxX, l0 = row * Sampling.Lanes;
+        for (int c = tid; c < Sampling.Chunks; c += Group.DimX)
+        {
+            double s = 0;
+            for (int i = 0; i < Sampling.ChunkLanes; i++) s += lanes[l0 + c * Sampling.ChunkLanes + i];
+            chunk[c] = s;
+        }
+        Group.Barrier();
+        if (tid == 0)
+        {
+            double sumExp = 0;
+            for (int c = 0; c < Sampling.Chunks; c++) sumExp += chunk[c];
+            float max = float.NegativeInfinity;
+            int arg = int.MaxValue;
+            for (int i = 0; i < parts; i++)
+            {
+                float m = partMax[row * parts + i]; int a = partArg[row * parts + i];
+                if (m > max || (m == max && a < arg)) { max = m; arg = a; }
+            }
+            int token = arg == int.MaxValue ? -1 : arg;
+            tokens[row] = token;
+            logProbs[row] = token < 0 ? float.NaN : (logits[row * v + token] - max) - MathF.Log((float)sumExp);
+        }
+    }
+
     /// <summary>Version 2's launcher: group size a power of two in [4, 256] (it must divide the 1024 bins).</summary>
     public sealed class LauncherV2
     {
         readonly Accelerator _acc;
         readonly int _group;
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArgsV2> _k;
-        MemoryBuffer1D<float, Stride1D.Dense>? _w;
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _max;
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<double>, int, int> _exp;
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<double>, ArrayView<int>, ArrayView<float>, int, int> _finish;
+        MemoryBuffer1D<float, Stride1D.Dense>? _w, _part;
+        MemoryBuffer1D<int, Stride1D.Dense>? _partArg;
+        MemoryBuffer1D<double, Stride1D.Dense>? _lanes;
+
+        /// <summary>Greedy rows split this many ways (16 groups of 64 threads: one lane per thread).</summary>
+        public const int SplitParts = 16, SplitGroup = 64;
 
         public LauncherV2(Accelerator acc, int group)
         {
@@ -507,11 +600,29 @@ public static class SamplingKernels
                 throw new ArgumentOutOfRangeException(nameof(group), group, "sampling v2 needs a power of two in [4, 256]");
             _acc = acc; _group = group;
             _k = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArgsV2>(SampleV2Kernel);
+            _max = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(SplitMaxKernel);
+            _exp = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<double>, int, int>(SplitExpKernel);
+            _finish = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<double>, ArrayView<int>, ArrayView<float>, int, int>(SplitFinishKernel);
         }
 
+        /// <summary><paramref name="split"/>: groups per row for greedy rows (a divisor of 1024; 1: one group
+        /// per row); −1 chooses: <see cref="SplitParts"/> when the greedy rows would fill at most a quarter of
+        /// the multiprocessors with one group each (a guess until gpu-check times both at 1 and 64 rows).</summary>
         public void Sample(ArrayView<float> logits, ArrayView<int> tokens, ArrayView<float> logProbs, ArrayView<int> rowSeed, ArrayView<int> rowCounter,
-            int n, int v, float temperature, int topK, float topP, int nudge = 0)
+            int n, int v, float temperature, int topK, float topP, int nudge = 0, int split = -1)
         {
+            if (split < 0) split = temperature <= 0f && 4 * n <= _acc.NumMultiprocessors ? SplitParts : 1;
+            if (temperature <= 0f && split > 1)
+            {
+                if (split > Sampling.Lanes || Sampling.Lanes % split != 0) throw new ArgumentOutOfRangeException(nameof(split), split, "groups per row must divide 1024");
+                if (_part == null || _part.Length < (long)n * split || _partArg!.Length < (long)n * split) { _acc.Synchronize(); _part?.Dispose(); _partArg?.Dispose(); _part = _acc.Allocate1D<float>((long)n * split); _partArg = _acc.Allocate1D<int>((long)n * split); }
+                if (_lanes == null || _lanes.Length < (long)n * Sampling.Lanes) { _acc.Synchronize(); _lanes?.Dispose(); _lanes = _acc.Allocate1D<double>((long)n * Sampling.Lanes); }
+                int sg = Math.Min(_group, SplitGroup);
+                _max(new KernelConfig(n * split, sg), logits, _part.View, _partArg.View, v, split);
+                _exp(new KernelConfig(n * split, sg), logits, _part.View, _partArg.View, _lanes.View, v, split);
+                _finish(new KernelConfig(n, Math.Min(_group, Sampling.Chunks)), logits, _part.View, _partArg.View, _lanes.View, tokens, logProbs, v, split);
+                return;
+            }
             long need = (long)n * v;
             if (_w == null || _w.Length < need)
             {

@@ -270,6 +270,23 @@ public static class OpCases
                     },
                     Outputs = ["lp"], Poisoned = ["lp"], ExactInts = ["tok"], Bytes = 4.0 * r * V,
                 };
+        // greedy at decode batch 1 and at the full batch, the row on one group against split over 16
+        foreach (var (gr, split) in new[] { (1, 1), (1, 16), (r, 1), (r, 16) })
+            yield return new OpCase
+            {
+                Family = "Sampling", Name = $"greedy (v2, {(split == 1 ? "one group per row" : $"a row split over {split} groups")})", Shape = $"{gr}×{V}",
+                Inputs = () => new()
+                {
+                    ["z"] = R(4, gr, V), ["tok"] = new(DType.I32, [gr], I: new int[gr]), ["lp"] = Out(gr),
+                    ["seed"] = Ints(new int[2 * gr]), ["ctr"] = Ints(new int[gr]),
+                },
+                Run = (o, t) =>
+                {
+                    if (o is NegDistill.Kernels.IlgpuBackend ib) ib.SampleRowsV2(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], gr, V, 0f, 0, 1f, 0, 0, split);
+                    else o.SampleRows(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], gr, V, 0f, 0, 1f);
+                },
+                Outputs = ["lp"], Poisoned = ["lp"], ExactInts = ["tok"], Bytes = 4.0 * gr * V,
+            };
         yield return new OpCase
         {
             Family = "SwiGlu", Name = "forward", Shape = $"{n}×{F}",

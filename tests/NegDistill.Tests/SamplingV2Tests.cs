@@ -34,6 +34,9 @@ public class SamplingV2Tests
     static (int[], float[]) Kernel(float[] logits, int rows, int v, float temperature, int topK, float topP, int group, int nudge = 0) =>
         Run((o, z, t, l, s, c) => ((IlgpuBackend)o).SampleRowsV2(z, t, l, s, c, rows, v, temperature, topK, topP, group, nudge), TestUtil.Ilgpu, logits, rows, v);
 
+    static (int[], float[]) Split(float[] logits, int rows, int v, int group, int split) =>
+        Run((o, z, t, l, s, c) => ((IlgpuBackend)o).SampleRowsV2(z, t, l, s, c, rows, v, 0f, 0, 1f, group, 0, split), TestUtil.Ilgpu, logits, rows, v);
+
     static void Same((int[] T, float[] L) twin, (int[] T, float[] L) kernel, string what)
     {
         Assert.That(kernel.T, Is.EqualTo(twin.T), $"{what}: tokens");
@@ -118,6 +121,25 @@ public class SamplingV2Tests
             Assert.That(Twin(huge, 1, v, t, k, p).Item1[0], Is.EqualTo(777));
             Assert.That(Twin(one, 1, v, t, k, p).Item1[0], Is.EqualTo(v - 1));
         }
+    }
+
+    /// <summary>Greedy rows split over 2 to 1024 groups each (three launches) give the twin's tokens and
+    /// log-probabilities bit for bit: random rows, a tie for the maximum across parts (the lowest index
+    /// wins), −∞ logits, a NaN among finite logits, and a row of NaN (token −1).</summary>
+    [Test]
+    public void V2_GreedySplitAcrossGroups_EqualsTwin([Values(2, 16, 1024)] int split, [Values(7, 1025, 3001)] int v)
+    {
+        int rows = 5;
+        var z = TestUtil.Rand(rows * v, (ulong)v + 11, 4f);
+        z[1 * v + v - 1] = z[1 * v + v / 2] = z[1 * v + 3] = 9f;                // a three-way tie: index 3 wins
+        for (int j = 0; j < v; j += 2) z[2 * v + j] = float.NegativeInfinity;
+        z[3 * v + v / 3] = float.NaN;
+        for (int j = 0; j < v; j++) z[4 * v + j] = float.NaN;
+        var twin = Twin(z, rows, v, 0f, 0, 1f);
+        Assert.That(twin.Item1[1], Is.EqualTo(3));
+        Assert.That(twin.Item1[4], Is.EqualTo(-1));
+        foreach (int group in new[] { 4, 16 })
+            Same(twin, Split(z, rows, v, group, split), $"split {split}, G {group}");
     }
 
     /// <summary>Version 1's kernel against version 1's twin (the contiguous-block order), as gpu-check
