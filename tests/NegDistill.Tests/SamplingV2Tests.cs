@@ -1,3 +1,6 @@
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
 using NegDistill.Kernels;
 using NegDistill.Ops;
 using NegDistill.Runtime;
@@ -140,6 +143,32 @@ public class SamplingV2Tests
         Assert.That(twin.Item1[4], Is.EqualTo(-1));
         foreach (int group in new[] { 4, 16 })
             Same(twin, Split(z, rows, v, group, split), $"split {split}, G {group}");
+    }
+
+    /// <summary>Groups of 256 threads, as on CUDA (one bin chunk of 4 per thread, an 8-step suffix scan,
+    /// 32 of the 256 threads folding), on a CPU accelerator of its own with 8 warps of 32 threads: the
+    /// same bits as the twin for every mode, and for greedy rows split over 16 groups of 64.</summary>
+    [Test]
+    public void V2_GroupsOf256_EqualTwin()
+    {
+        int rows = 3, v = 2100;
+        var z = TestUtil.Rand(rows * v, 77, 4f);
+        for (int j = 0; j < v; j += 5) z[2 * v + j] = 1f;                        // ties in row 2
+        using var ctx = Context.Create(b => KernelCatalog.Configure(b.CPU(new CPUDevice(32, 8, 1))));
+        using var acc = ctx.GetCPUDevice(0).CreateAccelerator(ctx);
+        var launcher = new SamplingKernels.LauncherV2(acc, 256);
+        using var dz = acc.Allocate1D(z);
+        var seeds = Enumerable.Range(0, rows).Select(i => Sampling.SampleSeed(7, i, i % 3)).ToArray();
+        using var dsd = acc.Allocate1D(seeds.SelectMany(x => new[] { (int)(uint)x, (int)(uint)(x >> 32) }).ToArray());
+        using var dct = acc.Allocate1D(Enumerable.Range(0, rows).Select(i => 5 * i + 1).ToArray());
+        using var dtok = acc.Allocate1D<int>(rows); using var dlp = acc.Allocate1D<float>(rows);
+        foreach (var (t, k, p) in Modes)
+            foreach (int split in t > 0f ? new[] { 1 } : new[] { 1, 16 })
+            {
+                launcher.Sample(dz.View, dtok.View, dlp.View, dsd.View, dct.View, rows, v, t, k, p, 0, split);
+                acc.Synchronize();
+                Same(Twin(z, rows, v, t, k, p), (dtok.GetAsArray1D(), dlp.GetAsArray1D()), $"G 256, T {t}, k {k}, p {p}, split {split}");
+            }
     }
 
     /// <summary>Version 1's kernel against version 1's twin (the contiguous-block order), as gpu-check
