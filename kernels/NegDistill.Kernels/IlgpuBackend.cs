@@ -66,6 +66,8 @@ public sealed class IlgpuBackend : IBackend
     readonly AttentionKernels.Launcher _attn;
     readonly KvCacheKernels.Launcher _kv;
     readonly SamplingKernels.Launcher _sample;
+    readonly SamplingKernels.LauncherV2 _sampleV2;
+    readonly Dictionary<int, SamplingKernels.LauncherV2> _sampleAt = new();
     readonly SwiGluKernels.Launcher _swiglu;
     readonly DropoutKernels.Launcher _drop;
     readonly CrossEntropyKernels.Launcher _ce;
@@ -121,6 +123,7 @@ public sealed class IlgpuBackend : IBackend
         _attn = new(Accelerator, _group);
         _kv = new(Accelerator, _group);
         _sample = new(Accelerator, _group);
+        _sampleV2 = new(Accelerator, _group);
         _swiglu = new(Accelerator);
         _drop = new(Accelerator);
         _ce = new(Accelerator, _group);
@@ -370,7 +373,24 @@ public sealed class IlgpuBackend : IBackend
     public void SampleRows(Tensor logits, Tensor tokens, Tensor logProbs, Tensor rowSeed, Tensor rowCounter, int r, int v, float temperature, int topK, float topP)
     {
         logits.Expect((long)r * v, "SampleRows logits"); rowSeed.Expect(2L * r, "SampleRows rowSeed");
+        _sampleV2.Sample(F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter), r, v, temperature, topK, topP);
+    }
+    /// <summary>Sampling version 1 (contiguous blocks, bisection; twin: CpuBackend.SampleRowsV1), kept for gpu-check.</summary>
+    public void SampleRowsV1(Tensor logits, Tensor tokens, Tensor logProbs, Tensor rowSeed, Tensor rowCounter, int r, int v, float temperature, int topK, float topP)
+    {
+        logits.Expect((long)r * v, "SampleRows logits"); rowSeed.Expect(2L * r, "SampleRows rowSeed");
         _sample.Sample(F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter), r, v, temperature, topK, topP);
+    }
+    /// <summary>Version 2 at another group size (0: the backend's), with top-p's candidate nudged by
+    /// <paramref name="nudge"/> bits and greedy rows split over <paramref name="split"/> groups (−1: as
+    /// <see cref="SampleRows"/> chooses); tests and gpu-check: the result must not depend on any of them.</summary>
+    public void SampleRowsV2(Tensor logits, Tensor tokens, Tensor logProbs, Tensor rowSeed, Tensor rowCounter, int r, int v, float temperature, int topK, float topP,
+        int group, int nudge, int split = -1)
+    {
+        logits.Expect((long)r * v, "SampleRows logits"); rowSeed.Expect(2L * r, "SampleRows rowSeed");
+        if (group <= 0) group = _group;
+        if (!_sampleAt.TryGetValue(group, out var l)) _sampleAt[group] = l = new(Accelerator, group);
+        l.Sample(F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter), r, v, temperature, topK, topP, nudge, split);
     }
 
     public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n);

@@ -250,17 +250,42 @@ public static class OpCases
             Inputs = () => new() { ["src"] = R(1, n, C), ["rows"] = Ints(Enumerable.Range(0, r).Select(i => (i * 7919) % n).ToArray()), ["dst"] = Out(r, C) },
             Run = (o, t) => o.GatherRows(t["dst"], t["src"], t["rows"], r, C), Outputs = ["dst"], Poisoned = ["dst"], Bytes = 8.0 * r * C,
         };
-        foreach (var (temp, topP, label) in new[] { (0f, 1f, "greedy"), (0.7f, 0.9f, "T 0.7, top-p 0.9") })
+        // version 2 (lanes, radix select) is what SampleRows runs; version 1 (blocks, bisection) beside it
+        // against its own twin (CpuBackend.SampleRowsV1), both bit-checkable on tokens
+        foreach (bool v1 in new[] { false, true })
+            foreach (var (temp, topK, topP, label) in new[] { (0f, 0, 1f, "greedy"), (0.7f, 0, 0.95f, "T 0.7, top-p 0.95"), (0.7f, 40, 0.95f, "T 0.7, top-k 40, top-p 0.95") })
+                yield return new OpCase
+                {
+                    Family = "Sampling", Name = v1 ? $"{label} (v1, blocks + bisection)" : $"{label} (v2, lanes + radix)", Shape = $"{r}×{V}",
+                    Inputs = () => new()
+                    {
+                        ["z"] = R(4, r, V), ["tok"] = new(DType.I32, [r], I: new int[r]), ["lp"] = Out(r),
+                        ["seed"] = Ints(Enumerable.Range(0, 2 * r).Select(i => i * 2654435 + 17).ToArray()), ["ctr"] = Ints(Enumerable.Range(0, r).ToArray()),
+                    },
+                    Run = (o, t) =>
+                    {
+                        if (!v1) o.SampleRows(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], r, V, temp, topK, topP);
+                        else if (o is NegDistill.Kernels.IlgpuBackend ib) ib.SampleRowsV1(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], r, V, temp, topK, topP);
+                        else ((CpuBackend<float>)o).SampleRowsV1(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], r, V, temp, topK, topP);
+                    },
+                    Outputs = ["lp"], Poisoned = ["lp"], ExactInts = ["tok"], Bytes = 4.0 * r * V,
+                };
+        // greedy at decode batch 1 and at the full batch, the row on one group against split over 16
+        foreach (var (gr, split) in new[] { (1, 1), (1, 16), (r, 1), (r, 16) })
             yield return new OpCase
             {
-                Family = "Sampling", Name = label, Shape = $"{r}×{V}",
+                Family = "Sampling", Name = $"greedy (v2, {(split == 1 ? "one group per row" : $"a row split over {split} groups")})", Shape = $"{gr}×{V}",
                 Inputs = () => new()
                 {
-                    ["z"] = R(4, r, V), ["tok"] = new(DType.I32, [r], I: new int[r]), ["lp"] = Out(r),
-                    ["seed"] = Ints(Enumerable.Range(0, 2 * r).Select(i => i * 2654435 + 17).ToArray()), ["ctr"] = Ints(Enumerable.Range(0, r).ToArray()),
+                    ["z"] = R(4, gr, V), ["tok"] = new(DType.I32, [gr], I: new int[gr]), ["lp"] = Out(gr),
+                    ["seed"] = Ints(new int[2 * gr]), ["ctr"] = Ints(new int[gr]),
                 },
-                Run = (o, t) => o.SampleRows(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], r, V, temp, 0, topP),
-                Outputs = ["lp"], Poisoned = ["lp"], ExactInts = ["tok"], Bytes = 4.0 * r * V,
+                Run = (o, t) =>
+                {
+                    if (o is NegDistill.Kernels.IlgpuBackend ib) ib.SampleRowsV2(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], gr, V, 0f, 0, 1f, 0, 0, split);
+                    else o.SampleRows(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], gr, V, 0f, 0, 1f);
+                },
+                Outputs = ["lp"], Poisoned = ["lp"], ExactInts = ["tok"], Bytes = 4.0 * gr * V,
             };
         yield return new OpCase
         {

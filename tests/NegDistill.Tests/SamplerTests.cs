@@ -167,7 +167,7 @@ public class SamplerTests
     }
 
     /// <summary>The same seeds and counters give the same tokens on the twin and on the kernels, for
-    /// every mode (greedy, plain, top-k, top-p, both) and for V below and above the 256 blocks; the
+    /// every mode (greedy, plain, top-k, top-p, both) and for V below and above the 1024 lanes; the
     /// log-probabilities agree to fp32 rounding (1e-5) and equal log softmax(z)[token] at T = 1 computed
     /// here in double (1e-5: fp32 exp and log on |z| ≤ 4).</summary>
     [TestCase(0f, 0, 1f, 300)]
@@ -176,6 +176,8 @@ public class SamplerTests
     [TestCase(1.2f, 0, 0.9f, 1000)]
     [TestCase(0.7f, 50, 0.95f, 1000)]
     [TestCase(1f, 3, 0.5f, 7)]
+    [TestCase(1.2f, 0, 0.9f, 3000)]
+    [TestCase(0.7f, 50, 0.95f, 3000)]
     public void Sampler_SampleRows_SameSeedSameSamplesOnTwinAndKernels(float temperature, int topK, float topP, int v)
     {
         int rows = 48;

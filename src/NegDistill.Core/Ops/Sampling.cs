@@ -13,33 +13,36 @@ namespace NegDistill.Ops;
 ///     top-p  (0 &lt; p &lt; 1)   τ   = the largest τ ≥ τ_k with mass(e ≥ τ) ≥ p · mass(e ≥ τ_k): the
 ///                          smallest set of highest-probability tokens (among the top-k survivors,
 ///                          renormalised, as Hugging Face applies them) whose probability reaches p.
-///     Both thresholds are found by bisection on the bit pattern of τ (for non-negative IEEE floats
+///     Both thresholds are defined by bisection on the bit pattern of τ (for non-negative IEEE floats
 ///     the bit pattern orders like the value), so each is an exact weight value after ~30 passes of
-///     count or mass. Every token with e ≥ τ is kept: TIES AT THE THRESHOLD ARE KEPT, so top-k may keep
-///     more than k tokens and top-p more than the minimal prefix when weights are exactly equal there.
+///     count or mass here; the kernel reaches the same τ by a radix select (see SamplingKernels, version
+///     2). Every token with e ≥ τ is kept: TIES AT THE THRESHOLD ARE KEPT, so top-k may keep more than k
+///     tokens and top-p more than the minimal prefix when weights are exactly equal there.
 ///     Then u = CounterRng.Uniform(seed, counter) ∈ [0,1), x = u · keptMass, and the token is the first
-///     index j (in index order) whose cumulative kept mass exceeds x — a deterministic blocked scan.
+///     kept token in lane order (below) whose cumulative kept mass exceeds x — a deterministic scan.
 ///   logProbs[r] = log softmax(z)[token] at temperature 1: the model's own probability of the token,
 ///     whatever the sampling settings (the WS vote of method.md Step 3 weights candidates by it).
 ///
-/// Fixed summation order. Every sum over the vocabulary that a decision depends on (Σexp for the
-/// log-probability, the masses of the top-p bisection, the scan) is computed the same way here and
-/// in the kernel, independent of the kernel's group size: the row is cut into <see cref="Blocks"/> = 256
-/// contiguous blocks of L = ⌈V/256⌉ entries, each block summed in index order in double, and the 256
-/// block sums combined by a fixed pairwise tree (masses) or in block order (the scan). With the same
-/// fp32 weights the twin and the kernel therefore pick the same token bit for bit; counts are exact
-/// integers. Masses are double so the float weights' sums lose nothing that matters for p.
+/// Fixed summation order (version 2; version 1, 256 contiguous blocks: <see cref="SamplingV1"/>). Every
+/// sum over the vocabulary that a decision depends on (Σexp for the log-probability, the masses of
+/// top-p, the scan) is computed the same way here and in the kernel, independent of its group size:
+/// entry j belongs to lane j mod <see cref="Lanes"/> (1024), each lane is summed in index order in
+/// double, the lanes are summed in order within each of 32 chunks of 32 lanes, and the 32 chunk sums
+/// in chunk order (<see cref="Fold"/>). Lanes are interleaved so that the kernel's consecutive threads
+/// read consecutive entries. The scan walks the same structure: the first chunk whose running sum
+/// exceeds x, in it the first lane, in that lane the first kept entry (in index order); if rounding
+/// leaves the last step short, the lane's last kept positive entry. With the same fp32 weights the twin
+/// and the kernel pick the same token bit for bit; counts are exact integers. Masses are double so the
+/// float weights' sums lose nothing that matters for p.
 /// CPU twin of kernels/NegDistill.Kernels/SamplingKernels.cs (T = float follows the kernel exactly;
 /// T = double computes the weights in double and bisects on double bit patterns).
 /// </summary>
 public static class Sampling
 {
-    public const int Blocks = 256;
+    public const int Lanes = 1024, Chunks = 32, ChunkLanes = Lanes / Chunks;
 
     /// <summary>Seed of sample (request, index): its stream; the counter is the generation step.</summary>
     public static ulong SampleSeed(ulong seed, long requestId, int index) => CounterRng.Derive(seed, (ulong)requestId, (ulong)index);
-
-    public static int BlockLength(int v) => (v + Blocks - 1) / Blocks;
 
     /// <summary>Samples rows [r0, r1).</summary>
     /// <param name="logits">(R,V) read only</param><param name="tokens">(R) out</param><param name="logProbs">(R) out</param>
@@ -61,17 +64,13 @@ public static class Sampling
     public static (int Token, T LogProb) Row<T>(ReadOnlySpan<T> z, Span<T> w, ulong seed, ulong counter, float temperature, int topK, float topP)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int v = z.Length, L = BlockLength(v);
+        int v = z.Length;
         T max = T.NegativeInfinity;
         foreach (T x in z) if (x > max) max = x;
-        Span<double> block = stackalloc double[Blocks];
-        for (int b = 0; b < Blocks; b++)
-        {
-            double acc = 0;
-            for (int j = b * L, e = Math.Min(v, j + L); j < e; j++) acc += double.CreateTruncating(T.Exp(z[j] - max));
-            block[b] = acc;
-        }
-        double sumExp = Tree(block);
+        Span<double> lanes = stackalloc double[Lanes];
+        lanes.Clear();
+        for (int j = 0; j < v; j++) lanes[j % Lanes] += double.CreateTruncating(T.Exp(z[j] - max));
+        double sumExp = Fold(lanes, stackalloc double[Chunks]);
         int token;
         if (temperature <= 0f)
         {
@@ -123,61 +122,70 @@ public static class Sampling
         return FromBits<T>(lo);
     }
 
-    /// <summary>Σ w_j over w_j ≥ τ in the fixed blocked order (block sums in index order, then the tree).</summary>
+    /// <summary>Σ w_j over w_j ≥ τ in the fixed order (lanes, then <see cref="Fold"/>).</summary>
     public static double Mass<T>(ReadOnlySpan<T> w, T tau) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int v = w.Length, L = BlockLength(v);
-        Span<double> block = stackalloc double[Blocks];
-        for (int b = 0; b < Blocks; b++)
-        {
-            double acc = 0;
-            for (int j = b * L, e = Math.Min(v, j + L); j < e; j++) if (w[j] >= tau) acc += double.CreateTruncating(w[j]);
-            block[b] = acc;
-        }
-        return Tree(block);
+        Span<double> lanes = stackalloc double[Lanes];
+        KeptLanes(w, tau, lanes);
+        return Fold(lanes, stackalloc double[Chunks]);
     }
 
-    /// <summary>The token whose cumulative kept mass first exceeds u · keptMass, in index order. Block
-    /// sums in index order, their prefix in block order, then the chosen block's running sum, so the
-    /// last kept token of the chosen block reaches exactly the prefix that chose it.</summary>
+    /// <summary>lanes[p] = Σ w_j over w_j ≥ τ and j ≡ p (mod <see cref="Lanes"/>), each lane in index order.</summary>
+    public static void KeptLanes<T>(ReadOnlySpan<T> w, T tau, Span<double> lanes) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        lanes.Clear();
+        for (int j = 0; j < w.Length; j++) if (w[j] >= tau) lanes[j % Lanes] += double.CreateTruncating(w[j]);
+    }
+
+    /// <summary>The sampled token: x = u · keptMass; the first chunk whose running sum exceeds x, in it
+    /// the first lane, in that lane the first kept entry; the lane's last kept positive entry if rounding
+    /// leaves the final step short (the chosen lane's sum is > 0, so it has one). −1 when the kept mass
+    /// is 0 or NaN (NaN logits).</summary>
     public static int Scan<T>(ReadOnlySpan<T> w, T tau, float u) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int v = w.Length, L = BlockLength(v);
-        Span<double> block = stackalloc double[Blocks];
-        double total = 0;
-        for (int b = 0; b < Blocks; b++)
+        int v = w.Length;
+        Span<double> lanes = stackalloc double[Lanes], chunk = stackalloc double[Chunks];
+        KeptLanes(w, tau, lanes);
+        double x = u * Fold(lanes, chunk), prefix = 0;
+        for (int c = 0; c < Chunks; c++)
         {
-            double acc = 0;
-            for (int j = b * L, e = Math.Min(v, j + L); j < e; j++) if (w[j] >= tau) acc += double.CreateTruncating(w[j]);
-            block[b] = acc;
-            total += acc;
-        }
-        double x = u * total, prefix = 0;
-        for (int b = 0; b < Blocks; b++)
-        {
-            if (prefix + block[b] > x)
+            if (prefix + chunk[c] > x)
             {
                 double acc = 0;
-                for (int j = b * L, e = Math.Min(v, j + L); j < e; j++)
+                for (int p = c * ChunkLanes; p < (c + 1) * ChunkLanes; p++)
                 {
-                    if (!(w[j] >= tau)) continue;
-                    acc += double.CreateTruncating(w[j]);
-                    if (prefix + acc > x) return j;
+                    double before = acc;
+                    acc += lanes[p];
+                    if (!(prefix + acc > x)) continue;
+                    int last = -1;
+                    for (int j = p; j < v; j += Lanes)
+                    {
+                        if (!(w[j] >= tau) || !(w[j] > T.Zero)) continue;
+                        last = j;
+                        before += double.CreateTruncating(w[j]);
+                        if (prefix + before > x) return j;
+                    }
+                    return last;
                 }
             }
-            prefix += block[b];
+            prefix += chunk[c];
         }
-        // unreachable for u < 1 and a finite kept mass > 0 (the arg-max, weight 1, is always kept):
-        // only NaN logits get here, and the caller sees −1
         return -1;
     }
 
-    /// <summary>Pairwise tree over the 256 block sums: level s adds entry i + s into i for i &lt; s.</summary>
-    internal static double Tree(Span<double> block)
+    /// <summary>The fixed combination of the 1024 lane sums: lanes in order within each chunk of 32
+    /// (into <paramref name="chunk"/>), then the 32 chunk sums in order.</summary>
+    public static double Fold(ReadOnlySpan<double> lanes, Span<double> chunk)
     {
-        for (int s = Blocks / 2; s > 0; s >>= 1)
-            for (int i = 0; i < s; i++) block[i] += block[i + s];
-        return block[0];
+        double total = 0;
+        for (int c = 0; c < Chunks; c++)
+        {
+            double s = 0;
+            for (int i = 0; i < ChunkLanes; i++) s += lanes[c * ChunkLanes + i];
+            chunk[c] = s;
+            total += s;
+        }
+        return total;
     }
 
     static long OneBits<T>() where T : unmanaged, IFloatingPointIeee754<T> =>

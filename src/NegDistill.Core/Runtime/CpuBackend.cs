@@ -300,6 +300,14 @@ public class CpuBackend<T> : IBackend where T : unmanaged, IFloatingPointIeee754
         var (z, tk, lp, sd, ct) = (F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter));
         Rows(r, (lo, hi) => Sampling.Rows<T>(z, tk, lp, sd, ct, lo, hi, v, temperature, topK, topP));
     }
+    /// <summary><see cref="SampleRows"/> in version 1's summation order (<see cref="SamplingV1"/>): the
+    /// reference of the kernels' version 1 in gpu-check.</summary>
+    public void SampleRowsV1(Tensor logits, Tensor tokens, Tensor logProbs, Tensor rowSeed, Tensor rowCounter, int r, int v, float temperature, int topK, float topP)
+    {
+        logits.Expect((long)r * v, "SampleRows logits"); rowSeed.Expect(2L * r, "SampleRows rowSeed");
+        var (z, tk, lp, sd, ct) = (F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter));
+        Rows(r, (lo, hi) => SamplingV1.Rows<T>(z, tk, lp, sd, ct, lo, hi, v, temperature, topK, topP));
+    }
 
     // Element-wise ops: any split of [0, n) gives the same bits (see each op's header), so ranges run in parallel.
     public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n)
