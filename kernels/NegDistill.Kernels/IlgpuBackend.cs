@@ -115,7 +115,7 @@ public sealed class IlgpuBackend : IBackend
             throw new InvalidOperationException($"accelerator {Accelerator.Name} allows {_group} threads per group; the kernels need a power of two ≥ 16");
         _mm = new(Accelerator, _group >= 256 ? 16 : 4);
         _ew = new(Accelerator, _group);
-        _emb = new(Accelerator);
+        _emb = new(Accelerator, _group);
         _rms = new(Accelerator, _group);
         _rope = new(Accelerator);
         _attn = new(Accelerator, _group);
@@ -307,6 +307,9 @@ public sealed class IlgpuBackend : IBackend
 
     public void EmbeddingForward(Tensor outp, Tensor tokens, Tensor wte, int n, int c) => _emb.Forward(F(outp), I(tokens), F(wte), n, c);
     public void EmbeddingBackward(Tensor dwte, Tensor tokens, Tensor dout, int n, int c) => _emb.Backward(F(dwte), I(tokens), F(dout), n, c);
+    /// <summary>Embedding backward by version 1 (one thread per channel), for gpu-check's side-by-side check and timing.</summary>
+    public void EmbeddingBackwardV1(Tensor dwte, Tensor tokens, Tensor dout, int n, int c) =>
+        _emb.Backward(F(dwte), I(tokens), F(dout), n, c, EmbeddingKernels.Version.V1Columns);
     public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps) => _rms.Forward(F(outp), F(rstd), F(x), F(w), n, c, eps);
     public void RmsNormBackward(Tensor dx, Tensor? dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) =>
         _rms.Backward(F(dx), dw == null ? default : F(dw), F(dout), F(x), F(w), F(rstd), n, c);

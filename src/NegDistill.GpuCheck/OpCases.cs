@@ -122,12 +122,28 @@ public static class OpCases
             Inputs = () => new() { ["wte"] = R(1, V, C), ["tok"] = Ints(Tokens(n, V)), ["out"] = Out(n, C) },
             Run = (o, t) => o.EmbeddingForward(t["out"], t["tok"], t["wte"], n, C), Outputs = ["out"], Poisoned = ["out"], Bytes = 8.0 * nc,
         };
-        yield return new OpCase
+        // version 2 (rows grouped by token) on spread tokens and on a skewed stream (a quarter of the rows one
+        // token, the rest from 64 ids: long runs), version 1 (one thread per channel) beside it
+        foreach (var (tokens, label) in new[] { (Tokens(n, V), ""), (SkewedTokens(n, V), ", skewed tokens") })
         {
-            Family = "Embedding", Name = "backward", Shape = $"{n} tokens, {V}×{C}",
-            Inputs = () => new() { ["dwte"] = R(1, V, C), ["tok"] = Ints(Tokens(n, V)), ["dout"] = R(1, n, C) },
-            Run = (o, t) => o.EmbeddingBackward(t["dwte"], t["tok"], t["dout"], n, C), Outputs = ["dwte"], Bytes = 12.0 * nc,
-        };
+            yield return new OpCase
+            {
+                Family = "Embedding", Name = $"backward (v2: rows grouped by token{label})", Shape = $"{n} tokens, {V}×{C}",
+                Inputs = () => new() { ["dwte"] = R(1, V, C), ["tok"] = Ints(tokens), ["dout"] = R(1, n, C) },
+                Run = (o, t) => o.EmbeddingBackward(t["dwte"], t["tok"], t["dout"], n, C), Outputs = ["dwte"], Bytes = 12.0 * nc,
+            };
+            yield return new OpCase
+            {
+                Family = "Embedding", Name = $"backward (v1: one thread per channel{label})", Shape = $"{n} tokens, {V}×{C}",
+                Inputs = () => new() { ["dwte"] = R(1, V, C), ["tok"] = Ints(tokens), ["dout"] = R(1, n, C) },
+                Run = (o, t) =>
+                {
+                    if (o is NegDistill.Kernels.IlgpuBackend ib) ib.EmbeddingBackwardV1(t["dwte"], t["tok"], t["dout"], n, C);
+                    else o.EmbeddingBackward(t["dwte"], t["tok"], t["dout"], n, C);
+                },
+                Outputs = ["dwte"], Bytes = 12.0 * nc,
+            };
+        }
         yield return new OpCase
         {
             Family = "RmsNorm", Name = "forward", Shape = rows,
@@ -408,6 +424,8 @@ public static class OpCases
     }
 
     static int[] Tokens(int n, int v) => Enumerable.Range(0, n).Select(i => (int)(CounterRng.Hash(3, (ulong)i) % (ulong)v)).ToArray();
+    static int[] SkewedTokens(int n, int v) => Enumerable.Range(0, n)
+        .Select(i => i % 4 == 1 ? 2 % v : (int)(CounterRng.Hash(5, (ulong)i) % (ulong)Math.Min(64, v))).ToArray();
     static int[] Positions(int n, int t) => Enumerable.Range(0, n).Select(i => i % t).ToArray();
     static int[] Targets(int n, int v) => Enumerable.Range(0, n).Select(i => i % 17 == 5 ? -1 : (int)(CounterRng.Hash(4, (ulong)i) % (ulong)v)).ToArray();
     static HostTensor Pos(int n, float lo, float hi) => new(DType.F32, [n], Rand(n, 1f).Select(x => lo + (hi - lo) * (x + 1f) / 2f).ToArray());
