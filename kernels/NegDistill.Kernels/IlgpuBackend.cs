@@ -151,6 +151,9 @@ public sealed class IlgpuBackend : IBackend
     /// gpu-check sets it to check and time each). Auto: cuBLASLt where it loaded, else version 2 where its
     /// preconditions hold (16-bit B on CUDA), else version 1.</summary>
     public MatMulKernels.Version MatMulVersion { get; set; }
+    /// <summary>Which group reduction the per-row kernels use (RMSNorm forward and dx, cross-entropy, NCE):
+    /// version 2 (warp shuffles) by default; gpu-check sets version 1 (shared-memory tree) to check and time it.</summary>
+    public GroupReduce.Version RowReduceVersion { get; set; } = GroupReduce.Version.V2Warp;
     /// <summary>cuBLASLt's description, or why it is not in use.</summary>
     public string LibraryStatus { get; }
     public bool HasLibrary => _lt != null;
@@ -310,12 +313,12 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>Embedding backward by version 1 (one thread per channel), for gpu-check's side-by-side check and timing.</summary>
     public void EmbeddingBackwardV1(Tensor dwte, Tensor tokens, Tensor dout, int n, int c) =>
         _emb.Backward(F(dwte), I(tokens), F(dout), n, c, EmbeddingKernels.Version.V1Columns);
-    public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps) => _rms.Forward(F(outp), F(rstd), F(x), F(w), n, c, eps);
+    public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps) => _rms.Forward(F(outp), F(rstd), F(x), F(w), n, c, eps, RowReduceVersion);
     public void RmsNormBackward(Tensor dx, Tensor? dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) =>
-        _rms.Backward(F(dx), dw == null ? default : F(dw), F(dout), F(x), F(w), F(rstd), n, c);
+        _rms.Backward(F(dx), dw == null ? default : F(dw), F(dout), F(x), F(w), F(rstd), n, c, rv: RowReduceVersion);
     /// <summary>RMSNorm backward with dw by version 1 (one thread per column), for gpu-check's side-by-side check and timing.</summary>
     public void RmsNormBackwardV1(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) =>
-        _rms.Backward(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c, RmsNormKernels.DwVersion.V1Columns);
+        _rms.Backward(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c, RmsNormKernels.DwVersion.V1Columns, RowReduceVersion);
 
     public void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse)
     {
@@ -381,12 +384,12 @@ public sealed class IlgpuBackend : IBackend
     public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => _drop.Forward(F(y), F(x), p, seed, n);
     public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n);
     public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, double weight, bool computeGrad)
-        => _ce.Fused(F(logits), F(losses), I(targets), n, v, (float)weight, computeGrad);
+        => _ce.Fused(F(logits), F(losses), I(targets), n, v, (float)weight, computeGrad, RowReduceVersion);
     public void NceKl(Tensor zNat, Tensor zNeg, Tensor kl, int n, int v, float temperature)
-        => _nce.Kl(F(zNat), F(zNeg), F(kl), n, v, temperature);
+        => _nce.Kl(F(zNat), F(zNeg), F(kl), n, v, temperature, RowReduceVersion);
     public void NceDistillFused(Tensor zs, Tensor zNat, Tensor targets, Tensor rowWeight, Tensor lossCe, Tensor lossKd, int n, int v,
         float temperature, float a, double ceScale, double kdScale, bool computeGrad)
-        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad);
+        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad, RowReduceVersion);
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
         => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
     public void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp)

@@ -4,7 +4,9 @@ using ILGPU.Runtime;
 namespace NegDistill.Kernels;
 
 /// <summary>RMSNorm forward/backward. CPU twin and the math: src/NegDistill.Core/Ops/RmsNorm.cs.
-/// One group per row for the reductions (coalesced strided loops over C). dw (only for a trained norm
+/// One group per row for the reductions (coalesced strided loops over C): version 1 (ForwardKernel, BackwardDxKernel)
+/// through GroupReduce's shared-memory tree, version 2 (ForwardV2Kernel, BackwardDxV2Kernel, the default) by warp
+/// shuffles, 2 barriers per row sum instead of 10 at G = 256. dw (only for a trained norm
 /// weight; frozen ones skip it) sums in a fixed order without atomics:
 ///   version 1  BackwardDwKernel: one thread per column over all N rows (C threads: 4,096 at LLaMA-7b,
 ///              16 groups of 256 on a GPU of 132 SMs, each thread N loads long).
@@ -13,27 +15,41 @@ namespace NegDistill.Kernels;
 ///              32 loads long, warps reading consecutive columns), then the parts added in block order.</summary>
 public static class RmsNormKernels
 {
-    /// <summary>Grid: N groups. out(N,C), rstd(N), x(N,C), w(C).</summary>
+    /// <summary>Grid: N groups. out(N,C), rstd(N), x(N,C), w(C). Version 1: <see cref="GroupReduce"/>'s shared-memory tree.</summary>
     public static void ForwardKernel(ArrayView<float> outp, ArrayView<float> rstd, ArrayView<float> x, ArrayView<float> w, int c, float eps)
+        => Forward(outp, rstd, x, w, c, eps, 1);
+
+    /// <summary>Version 2: the same with <see cref="GroupReduce.SumV2"/> (warp shuffles).</summary>
+    public static void ForwardV2Kernel(ArrayView<float> outp, ArrayView<float> rstd, ArrayView<float> x, ArrayView<float> w, int c, float eps)
+        => Forward(outp, rstd, x, w, c, eps, 2);
+
+    static void Forward(ArrayView<float> outp, ArrayView<float> rstd, ArrayView<float> x, ArrayView<float> w, int c, float eps, int rv)
     {
         var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         long row = Grid.IdxX, o = row * c;
         float ss = 0f;
         for (int j = Group.IdxX; j < c; j += Group.DimX) { float v = x[o + j]; ss += v * v; }
-        ss = GroupReduce.Sum(ss, sh);
+        ss = GroupReduce.Sum(ss, sh, rv);
         float r = 1f / MathF.Sqrt(ss / c + eps);
         if (Group.IdxX == 0) rstd[row] = r;
         for (int j = Group.IdxX; j < c; j += Group.DimX) outp[o + j] = x[o + j] * r * w[j];
     }
 
-    /// <summary>Grid: N groups. dx(N,C) +=.</summary>
+    /// <summary>Grid: N groups. dx(N,C) +=. Version 1: the shared-memory tree.</summary>
     public static void BackwardDxKernel(ArrayView<float> dx, ArrayView<float> dout, ArrayView<float> x, ArrayView<float> w, ArrayView<float> rstd, int c)
+        => BackwardDx(dx, dout, x, w, rstd, c, 1);
+
+    /// <summary>Version 2: warp shuffles.</summary>
+    public static void BackwardDxV2Kernel(ArrayView<float> dx, ArrayView<float> dout, ArrayView<float> x, ArrayView<float> w, ArrayView<float> rstd, int c)
+        => BackwardDx(dx, dout, x, w, rstd, c, 2);
+
+    static void BackwardDx(ArrayView<float> dx, ArrayView<float> dout, ArrayView<float> x, ArrayView<float> w, ArrayView<float> rstd, int c, int rv)
     {
         var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         long row = Grid.IdxX, o = row * c;
         float gx = 0f;
         for (int j = Group.IdxX; j < c; j += Group.DimX) gx += dout[o + j] * w[j] * x[o + j];
-        gx = GroupReduce.Sum(gx, sh);
+        gx = GroupReduce.Sum(gx, sh, rv);
         float r = rstd[row];
         float coef = r * r * r * gx / c;
         for (int j = Group.IdxX; j < c; j += Group.DimX) dx[o + j] += r * dout[o + j] * w[j] - coef * x[o + j];
@@ -71,13 +87,18 @@ public static class RmsNormKernels
     {
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _fwd =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(ForwardKernel);
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _fwd2 =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(ForwardV2Kernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _bdx =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardDxKernel);
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _bdx2 =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardDxV2Kernel);
         readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _bdw =
             acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardDwKernel);
 
-        public void Forward(ArrayView<float> outp, ArrayView<float> rstd, ArrayView<float> x, ArrayView<float> w, int n, int c, float eps)
-            => _fwd(new KernelConfig(n, group), outp, rstd, x, w, c, eps);
+        public void Forward(ArrayView<float> outp, ArrayView<float> rstd, ArrayView<float> x, ArrayView<float> w, int n, int c, float eps,
+            GroupReduce.Version rv = GroupReduce.Version.V2Warp)
+            => (rv == GroupReduce.Version.V1Tree ? _fwd : _fwd2)(new KernelConfig(n, group), outp, rstd, x, w, c, eps);
 
         readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _bdwParts =
             acc.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardDwPartsKernel);
@@ -87,9 +108,9 @@ public static class RmsNormKernels
 
         /// <param name="dw">(C) +=; not valid (default): the weight is frozen, no dw pass runs</param>
         public void Backward(ArrayView<float> dx, ArrayView<float> dw, ArrayView<float> dout, ArrayView<float> x, ArrayView<float> w, ArrayView<float> rstd, int n, int c,
-            DwVersion version = DwVersion.V2Blocks)
+            DwVersion version = DwVersion.V2Blocks, GroupReduce.Version rv = GroupReduce.Version.V2Warp)
         {
-            _bdx(new KernelConfig(n, group), dx, dout, x, w, rstd, c);
+            (rv == GroupReduce.Version.V1Tree ? _bdx : _bdx2)(new KernelConfig(n, group), dx, dout, x, w, rstd, c);
             if (!dw.IsValid) return;
             if (version == DwVersion.V1Columns) { _bdw(c, dw, dout, x, rstd, n, c); return; }
             int blocks = (n + Ops.RmsNorm.BlockRows - 1) / Ops.RmsNorm.BlockRows;

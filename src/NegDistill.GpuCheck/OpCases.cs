@@ -146,9 +146,16 @@ public static class OpCases
         }
         yield return new OpCase
         {
-            Family = "RmsNorm", Name = "forward", Shape = rows,
+            Family = "RmsNorm", Name = "forward (v2: warp shuffles)", Shape = rows,
             Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["y"] = Out(n, C), ["rstd"] = Out(n) },
             Run = (o, t) => o.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], n, C, 1e-6f), Outputs = ["y", "rstd"], Poisoned = ["y", "rstd"],
+            Flops = 4.0 * nc, Bytes = 8.0 * nc,
+        };
+        yield return new OpCase
+        {
+            Family = "RmsNorm", Name = "forward (v1: shared-memory tree)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["y"] = Out(n, C), ["rstd"] = Out(n) },
+            Run = (o, t) => RowReduceV1(o, () => o.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], n, C, 1e-6f)), Outputs = ["y", "rstd"], Poisoned = ["y", "rstd"],
             Flops = 4.0 * nc, Bytes = 8.0 * nc,
         };
         yield return new OpCase
@@ -171,9 +178,16 @@ public static class OpCases
         };
         yield return new OpCase
         {
-            Family = "RmsNorm", Name = "backward, frozen weight (no dw)", Shape = rows,
+            Family = "RmsNorm", Name = "backward, frozen weight (no dw; dx v2: warp shuffles)", Shape = rows,
             Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
             Run = (o, t) => o.RmsNormBackward(t["dx"], null, t["dy"], t["x"], t["w"], t["rstd"], n, C), Outputs = ["dx"],
+            Flops = 6.0 * nc, Bytes = 12.0 * nc,
+        };
+        yield return new OpCase
+        {
+            Family = "RmsNorm", Name = "backward, frozen weight (dx v1: shared-memory tree)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
+            Run = (o, t) => RowReduceV1(o, () => o.RmsNormBackward(t["dx"], null, t["dy"], t["x"], t["w"], t["rstd"], n, C)), Outputs = ["dx"],
             Flops = 6.0 * nc, Bytes = 12.0 * nc,
         };
         foreach (bool inverse in new[] { false, true })
@@ -305,22 +319,42 @@ public static class OpCases
         var targets = Targets(n, V);
         yield return new OpCase
         {
-            Family = "CrossEntropy", Name = "fused loss + gradient", Shape = $"{n}×{V}",
+            Family = "CrossEntropy", Name = "fused loss + gradient (v2: warp shuffles)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["z"] = R(4, n, V), ["loss"] = Out(n), ["y"] = Ints(targets) },
             Run = (o, t) => o.CrossEntropyFused(t["z"], t["loss"], t["y"], n, V, 1.0 / n, true), Outputs = ["z", "loss"], Poisoned = ["loss"],
             Flops = 5.0 * nv, Bytes = 8.0 * nv,
         };
         yield return new OpCase
         {
-            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row", Shape = $"{n}×{V}",
+            Family = "CrossEntropy", Name = "fused loss + gradient (v1: shared-memory trees)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["z"] = R(4, n, V), ["loss"] = Out(n), ["y"] = Ints(targets) },
+            Run = (o, t) => RowReduceV1(o, () => o.CrossEntropyFused(t["z"], t["loss"], t["y"], n, V, 1.0 / n, true)), Outputs = ["z", "loss"], Poisoned = ["loss"],
+            Flops = 5.0 * nv, Bytes = 8.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v2: warp shuffles)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["zn"] = R(4, n, V), ["zg"] = R(4, n, V), ["kl"] = Out(n) },
             Run = (o, t) => o.NceKl(t["zn"], t["zg"], t["kl"], n, V, 1f), Outputs = ["kl"], Poisoned = ["kl"], Flops = 10.0 * nv, Bytes = 8.0 * nv,
         };
         yield return new OpCase
         {
-            Family = "Nce", Name = "fused distillation + gradient", Shape = $"{n}×{V}",
+            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v1: shared-memory trees)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["zn"] = R(4, n, V), ["zg"] = R(4, n, V), ["kl"] = Out(n) },
+            Run = (o, t) => RowReduceV1(o, () => o.NceKl(t["zn"], t["zg"], t["kl"], n, V, 1f)), Outputs = ["kl"], Poisoned = ["kl"], Flops = 10.0 * nv, Bytes = 8.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "Nce", Name = "fused distillation + gradient (v2: warp shuffles)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["zs"] = R(4, n, V), ["zn"] = R(4, n, V), ["y"] = Ints(targets), ["w"] = Pos(n, 0.5f, 1.5f), ["ce"] = Out(n), ["kd"] = Out(n) },
             Run = (o, t) => o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, V, 1f, 0.5f, 1.0 / n, 1.0 / n, true),
+            Outputs = ["zs", "ce", "kd"], Poisoned = ["ce", "kd"], Flops = 12.0 * nv, Bytes = 12.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "Nce", Name = "fused distillation + gradient (v1: shared-memory trees)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["zs"] = R(4, n, V), ["zn"] = R(4, n, V), ["y"] = Ints(targets), ["w"] = Pos(n, 0.5f, 1.5f), ["ce"] = Out(n), ["kd"] = Out(n) },
+            Run = (o, t) => RowReduceV1(o, () => o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, V, 1f, 0.5f, 1.0 / n, 1.0 / n, true)),
             Outputs = ["zs", "ce", "kd"], Poisoned = ["ce", "kd"], Flops = 12.0 * nv, Bytes = 12.0 * nv,
         };
         long lp = 2L * 32 * (s.LoraRank * (long)C * 2);   // LoRA q/v of every layer, as many values as 7B's
@@ -424,6 +458,16 @@ public static class OpCases
     }
 
     static int[] Tokens(int n, int v) => Enumerable.Range(0, n).Select(i => (int)(CounterRng.Hash(3, (ulong)i) % (ulong)v)).ToArray();
+    /// <summary>Runs <paramref name="run"/> with the per-row kernels' group reductions at version 1 (shared-memory
+    /// tree) on the kernels backend; the twin has one form.</summary>
+    static void RowReduceV1(IBackend o, Action run)
+    {
+        if (o is not NegDistill.Kernels.IlgpuBackend ib) { run(); return; }
+        var old = ib.RowReduceVersion;
+        ib.RowReduceVersion = NegDistill.Kernels.GroupReduce.Version.V1Tree;
+        try { run(); } finally { ib.RowReduceVersion = old; }
+    }
+
     static int[] SkewedTokens(int n, int v) => Enumerable.Range(0, n)
         .Select(i => i % 4 == 1 ? 2 % v : (int)(CounterRng.Hash(5, (ulong)i) % (ulong)Math.Min(64, v))).ToArray();
     static int[] Positions(int n, int t) => Enumerable.Range(0, n).Select(i => i % t).ToArray();
