@@ -154,6 +154,10 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>Which group reduction the per-row kernels use (RMSNorm forward and dx, cross-entropy, NCE):
     /// version 2 (warp shuffles) by default; gpu-check sets version 1 (shared-memory tree) to check and time it.</summary>
     public GroupReduce.Version RowReduceVersion { get; set; } = GroupReduce.Version.V2Warp;
+    /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW): version 2
+    /// (four floats per thread, 128-bit loads) where <see cref="Wide.Fits"/> holds, by default; gpu-check sets
+    /// version 1 (one float per thread) to check and time it.</summary>
+    public Wide.Version StreamVersion { get; set; } = Wide.Version.V2Float4;
     /// <summary>cuBLASLt's description, or why it is not in use.</summary>
     public string LibraryStatus { get; }
     public bool HasLibrary => _lt != null;
@@ -233,7 +237,7 @@ public sealed class IlgpuBackend : IBackend
     {
         switch (t.DType)
         {
-            case DType.F32: _ew.Fill(F(t), value, t.Length); break;
+            case DType.F32: _ew.Fill(F(t), value, t.Length, StreamVersion); break;
             case DType.I32 when value == 0f: I(t).MemSetToZero(); break;
             case DType.F16 or DType.BF16 when value == 0f: H(t).MemSetToZero(); break;
             default: throw new ArgumentException($"fill of {t} with {value}: only F32 takes non-zero fills");
@@ -257,8 +261,8 @@ public sealed class IlgpuBackend : IBackend
     }
     public void Synchronize() => Accelerator.Synchronize();
 
-    public void Axpy(Tensor y, Tensor x, float a, long n) => _ew.Axpy(F(y), F(x), a, n);
-    public void Scale(Tensor y, float a, long n) => _ew.Scale(F(y), a, n);
+    public void Axpy(Tensor y, Tensor x, float a, long n) => _ew.Axpy(F(y), F(x), a, n, StreamVersion);
+    public void Scale(Tensor y, float a, long n) => _ew.Scale(F(y), a, n, StreamVersion);
     public double SumSquares(Tensor x, long n) => _ew.Reduce(F(x), n, 0);
     public double Sum(Tensor x, long n) => _ew.Reduce(F(x), n, 2);
     public bool HasNonFinite(Tensor x, long n) => _ew.Reduce(F(x), n, 1) > 0;
@@ -379,8 +383,8 @@ public sealed class IlgpuBackend : IBackend
         _sample.Sample(F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter), r, v, temperature, topK, topP);
     }
 
-    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n);
-    public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => _swiglu.Backward(F(dgate), F(dup), F(dh), F(gate), F(up), n);
+    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n, StreamVersion);
+    public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => _swiglu.Backward(F(dgate), F(dup), F(dh), F(gate), F(up), n, StreamVersion);
     public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => _drop.Forward(F(y), F(x), p, seed, n);
     public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n);
     public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, double weight, bool computeGrad)
@@ -391,7 +395,7 @@ public sealed class IlgpuBackend : IBackend
         float temperature, float a, double ceScale, double kdScale, bool computeGrad)
         => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad, RowReduceVersion);
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
-        => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
+        => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t, StreamVersion);
     public void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp)
     {
         foreach (var t in new[] { mix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationForward");

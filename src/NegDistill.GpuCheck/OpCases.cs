@@ -292,18 +292,22 @@ public static class OpCases
                 Run = (o, t) => o.SampleRows(t["z"], t["tok"], t["lp"], t["seed"], t["ctr"], r, V, temp, 0, topP),
                 Outputs = ["lp"], Poisoned = ["lp"], ExactInts = ["tok"], Bytes = 4.0 * r * V,
             };
-        yield return new OpCase
+        // version 2 (four floats per thread, 128-bit loads) and version 1 (one float per thread) of each streaming kernel
+        foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
         {
-            Family = "SwiGlu", Name = "forward", Shape = $"{n}×{F}",
-            Inputs = () => new() { ["g"] = R(4, n, F), ["u"] = R(1, n, F), ["h"] = Out(n, F) },
-            Run = (o, t) => o.SwiGluForward(t["h"], t["g"], t["u"], nf), Outputs = ["h"], Poisoned = ["h"], Flops = 5.0 * nf, Bytes = 12.0 * nf,
-        };
-        yield return new OpCase
-        {
-            Family = "SwiGlu", Name = "backward", Shape = $"{n}×{F}",
-            Inputs = () => new() { ["g"] = R(4, n, F), ["u"] = R(1, n, F), ["dh"] = R(1, n, F), ["dg"] = R(1, n, F), ["du"] = R(1, n, F) },
-            Run = (o, t) => o.SwiGluBackward(t["dg"], t["du"], t["dh"], t["g"], t["u"], nf), Outputs = ["dg", "du"], Flops = 10.0 * nf, Bytes = 28.0 * nf,
-        };
+            yield return new OpCase
+            {
+                Family = "SwiGlu", Name = $"forward ({label})", Shape = $"{n}×{F}",
+                Inputs = () => new() { ["g"] = R(4, n, F), ["u"] = R(1, n, F), ["h"] = Out(n, F) },
+                Run = (o, t) => StreamV1(o, v1, () => o.SwiGluForward(t["h"], t["g"], t["u"], nf)), Outputs = ["h"], Poisoned = ["h"], Flops = 5.0 * nf, Bytes = 12.0 * nf,
+            };
+            yield return new OpCase
+            {
+                Family = "SwiGlu", Name = $"backward ({label})", Shape = $"{n}×{F}",
+                Inputs = () => new() { ["g"] = R(4, n, F), ["u"] = R(1, n, F), ["dh"] = R(1, n, F), ["dg"] = R(1, n, F), ["du"] = R(1, n, F) },
+                Run = (o, t) => StreamV1(o, v1, () => o.SwiGluBackward(t["dg"], t["du"], t["dh"], t["g"], t["u"], nf)), Outputs = ["dg", "du"], Flops = 10.0 * nf, Bytes = 28.0 * nf,
+            };
+        }
         yield return new OpCase
         {
             Family = "Dropout", Name = "forward", Shape = rows,
@@ -359,13 +363,14 @@ public static class OpCases
         };
         long lp = 2L * 32 * (s.LoraRank * (long)C * 2);   // LoRA q/v of every layer, as many values as 7B's
         if (s.Label == "tiny") lp = 1000;
-        yield return new OpCase
-        {
-            Family = "AdamW", Name = "step", Shape = $"{lp} values",
-            Inputs = () => new() { ["p"] = R(1, (int)lp), ["g"] = R(1, (int)lp), ["m"] = R(0.1f, (int)lp), ["v"] = Pos((int)lp, 0f, 0.01f) },
-            Run = (o, t) => o.AdamW(t["p"], t["g"], t["m"], t["v"], lp, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 3), Outputs = ["p", "m", "v"],
-            Flops = 12.0 * lp, Bytes = 28.0 * lp,
-        };
+        foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
+            yield return new OpCase
+            {
+                Family = "AdamW", Name = $"step ({label})", Shape = $"{lp} values",
+                Inputs = () => new() { ["p"] = R(1, (int)lp), ["g"] = R(1, (int)lp), ["m"] = R(0.1f, (int)lp), ["v"] = Pos((int)lp, 0f, 0.01f) },
+                Run = (o, t) => StreamV1(o, v1, () => o.AdamW(t["p"], t["g"], t["m"], t["v"], lp, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 3)), Outputs = ["p", "m", "v"],
+                Flops = 12.0 * lp, Bytes = 28.0 * lp,
+            };
         int d = s.Label == "tiny" ? 8 : 128;
         long nd = (long)n * d;
         yield return new OpCase
@@ -387,13 +392,15 @@ public static class OpCases
             Outputs = ["dq", "dkp", "dkn", "dup", "dun"], Flops = 40.0 * nd, Bytes = 68.0 * nd,
         };
         long ne = s.Label == "tiny" ? 1000 : 1L << 24;
-        yield return new OpCase
-        {
-            Family = "Elementwise", Name = "axpy + scale + fill", Shape = $"{ne} values",
-            Inputs = () => new() { ["y"] = R(1, (int)ne), ["x"] = R(1, (int)ne), ["f"] = Out((int)ne) },
-            Run = (o, t) => { o.Axpy(t["y"], t["x"], 0.5f, ne); o.Scale(t["y"], 2f, ne - 1); o.Fill(t["f"], 3f); }, Outputs = ["y", "f"], Poisoned = ["f"],
-            Flops = 3.0 * ne, Bytes = 24.0 * ne,
-        };
+        // the scale runs over ne − 1 values: version 2 falls back to version 1 there (odd length)
+        foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
+            yield return new OpCase
+            {
+                Family = "Elementwise", Name = $"axpy + scale + fill ({label})", Shape = $"{ne} values",
+                Inputs = () => new() { ["y"] = R(1, (int)ne), ["x"] = R(1, (int)ne), ["f"] = Out((int)ne) },
+                Run = (o, t) => StreamV1(o, v1, () => { o.Axpy(t["y"], t["x"], 0.5f, ne); o.Scale(t["y"], 2f, ne - 1); o.Fill(t["f"], 3f); }), Outputs = ["y", "f"], Poisoned = ["f"],
+                Flops = 3.0 * ne, Bytes = 24.0 * ne,
+            };
         yield return new OpCase
         {
             Family = "Elementwise", Name = "Σx, Σx², non-finite scan", Shape = $"{ne} values",
@@ -466,6 +473,16 @@ public static class OpCases
         var old = ib.RowReduceVersion;
         ib.RowReduceVersion = NegDistill.Kernels.GroupReduce.Version.V1Tree;
         try { run(); } finally { ib.RowReduceVersion = old; }
+    }
+
+    /// <summary>Runs <paramref name="run"/> with the streaming kernels at version 1 (one float per thread) on the
+    /// kernels backend when <paramref name="v1"/>; else as configured (version 2 by default).</summary>
+    static void StreamV1(IBackend o, bool v1, Action run)
+    {
+        if (!v1 || o is not NegDistill.Kernels.IlgpuBackend ib) { run(); return; }
+        var old = ib.StreamVersion;
+        ib.StreamVersion = NegDistill.Kernels.Wide.Version.V1Scalar;
+        try { run(); } finally { ib.StreamVersion = old; }
     }
 
     static int[] SkewedTokens(int n, int v) => Enumerable.Range(0, n)
