@@ -154,7 +154,8 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>Which group reduction the per-row kernels use (RMSNorm forward and dx, cross-entropy, NCE):
     /// version 2 (warp shuffles) by default; gpu-check sets version 1 (shared-memory tree) to check and time it.</summary>
     public GroupReduce.Version RowReduceVersion { get; set; } = GroupReduce.Version.V2Warp;
-    /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW): version 2
+    /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW; RMSNorm forward and
+    /// dx take version 3, float4 on top of the warp shuffles, with <see cref="RowReduceVersion"/> 2): version 2
     /// (four floats per thread, 128-bit loads) where <see cref="Wide.Fits"/> holds, by default; gpu-check sets
     /// version 1 (one float per thread) to check and time it.</summary>
     public Wide.Version StreamVersion { get; set; } = Wide.Version.V2Float4;
@@ -317,12 +318,12 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>Embedding backward by version 1 (one thread per channel), for gpu-check's side-by-side check and timing.</summary>
     public void EmbeddingBackwardV1(Tensor dwte, Tensor tokens, Tensor dout, int n, int c) =>
         _emb.Backward(F(dwte), I(tokens), F(dout), n, c, EmbeddingKernels.Version.V1Columns);
-    public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps) => _rms.Forward(F(outp), F(rstd), F(x), F(w), n, c, eps, RowReduceVersion);
+    public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps) => _rms.Forward(F(outp), F(rstd), F(x), F(w), n, c, eps, RowReduceVersion, StreamVersion);
     public void RmsNormBackward(Tensor dx, Tensor? dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) =>
-        _rms.Backward(F(dx), dw == null ? default : F(dw), F(dout), F(x), F(w), F(rstd), n, c, rv: RowReduceVersion);
+        _rms.Backward(F(dx), dw == null ? default : F(dw), F(dout), F(x), F(w), F(rstd), n, c, rv: RowReduceVersion, sv: StreamVersion);
     /// <summary>RMSNorm backward with dw by version 1 (one thread per column), for gpu-check's side-by-side check and timing.</summary>
     public void RmsNormBackwardV1(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) =>
-        _rms.Backward(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c, RmsNormKernels.DwVersion.V1Columns, RowReduceVersion);
+        _rms.Backward(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c, RmsNormKernels.DwVersion.V1Columns, RowReduceVersion, StreamVersion);
 
     public void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse)
     {

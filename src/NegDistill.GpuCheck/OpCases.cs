@@ -146,9 +146,16 @@ public static class OpCases
         }
         yield return new OpCase
         {
-            Family = "RmsNorm", Name = "forward (v2: warp shuffles)", Shape = rows,
+            Family = "RmsNorm", Name = "forward (v3: warp shuffles, float4)", Shape = rows,
             Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["y"] = Out(n, C), ["rstd"] = Out(n) },
             Run = (o, t) => o.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], n, C, 1e-6f), Outputs = ["y", "rstd"], Poisoned = ["y", "rstd"],
+            Flops = 4.0 * nc, Bytes = 8.0 * nc,
+        };
+        yield return new OpCase
+        {
+            Family = "RmsNorm", Name = "forward (v2: warp shuffles)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["y"] = Out(n, C), ["rstd"] = Out(n) },
+            Run = (o, t) => StreamV1(o, true, () => o.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], n, C, 1e-6f)), Outputs = ["y", "rstd"], Poisoned = ["y", "rstd"],
             Flops = 4.0 * nc, Bytes = 8.0 * nc,
         };
         yield return new OpCase
@@ -178,9 +185,16 @@ public static class OpCases
         };
         yield return new OpCase
         {
-            Family = "RmsNorm", Name = "backward, frozen weight (no dw; dx v2: warp shuffles)", Shape = rows,
+            Family = "RmsNorm", Name = "backward, frozen weight (no dw; dx v3: warp shuffles, float4)", Shape = rows,
             Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
             Run = (o, t) => o.RmsNormBackward(t["dx"], null, t["dy"], t["x"], t["w"], t["rstd"], n, C), Outputs = ["dx"],
+            Flops = 6.0 * nc, Bytes = 12.0 * nc,
+        };
+        yield return new OpCase
+        {
+            Family = "RmsNorm", Name = "backward, frozen weight (dx v2: warp shuffles)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
+            Run = (o, t) => StreamV1(o, true, () => o.RmsNormBackward(t["dx"], null, t["dy"], t["x"], t["w"], t["rstd"], n, C)), Outputs = ["dx"],
             Flops = 6.0 * nc, Bytes = 12.0 * nc,
         };
         yield return new OpCase

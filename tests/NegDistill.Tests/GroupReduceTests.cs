@@ -116,6 +116,7 @@ public class GroupReduceTests
         foreach (var rv in new[] { GroupReduce.Version.V1Tree, GroupReduce.Version.V2Warp })
         {
             ops.RowReduceVersion = rv;
+            ops.StreamVersion = Wide.Version.V1Scalar;         // RMSNorm's version 3 (float4) aside: v2 against v1 here
             try
             {
                 var r = new Dictionary<string, float[]>();
@@ -142,7 +143,7 @@ public class GroupReduceTests
                 r["nce.ce"] = TestUtil.Get(ops, lce); r["nce.kd"] = TestUtil.Get(ops, lkd); r["nce.dz"] = TestUtil.Get(ops, zs);
                 outs[(int)rv - 1] = r;
             }
-            finally { ops.RowReduceVersion = GroupReduce.Version.V2Warp; }
+            finally { ops.RowReduceVersion = GroupReduce.Version.V2Warp; ops.StreamVersion = Wide.Version.V2Float4; }
         }
         foreach (var (k, a) in outs[0]) TestUtil.Close(a, outs[1][k], 1e-5f, 1e-4f, $"{k}: v2 vs v1");
         foreach (var family in outs[0].Keys.GroupBy(k => k[..k.IndexOf('.')]))

@@ -99,6 +99,36 @@ public class WideLoadTests
         }
     }
 
+    /// <summary>RMSNorm forward and dx, version 3 (float4, C = 300) against version 2 (the same backend with the
+    /// streaming kernels at version 1): fp32, other order of each row's sum, the parity bound, and not bit-equal
+    /// everywhere (else version 3 did not run); at C = 302 (not a multiple of 4) version 3 falls back to version 2: the same bits.</summary>
+    [Test]
+    public void RmsNorm_V3AgainstV2_AndFallback([Values(300, 302)] int c)
+    {
+        var ops = TestUtil.Ilgpu;
+        int n = 9;
+        var r = new Dictionary<string, float[]>[2];
+        foreach (var sv in new[] { Wide.Version.V1Scalar, Wide.Version.V2Float4 })
+        {
+            ops.StreamVersion = sv;
+            try
+            {
+                Tensor T(string name, float[] data, params int[] shape) { var t = ops.Alloc(name, DType.F32, shape); ops.Upload(t, data); return t; }
+                using var x = T("x", TestUtil.Rand(n * c, 1, 2), n, c); using var w = T("w", TestUtil.Rand(c, 2), c);
+                using var y = ops.Alloc("y", DType.F32, n, c); using var rstd = ops.Alloc("rstd", DType.F32, n);
+                using var dy = T("dy", TestUtil.Rand(n * c, 3), n, c); using var dx = T("dx", TestUtil.Rand(n * c, 4), n, c);
+                ops.RmsNormForward(y, rstd, x, w, n, c, 1e-6f);
+                ops.RmsNormBackward(dx, null, dy, x, w, rstd, n, c);
+                r[(int)sv - 1] = new() { ["y"] = TestUtil.Get(ops, y), ["rstd"] = TestUtil.Get(ops, rstd), ["dx"] = TestUtil.Get(ops, dx) };
+            }
+            finally { ops.StreamVersion = Wide.Version.V2Float4; }
+        }
+        foreach (var (k, a) in r[0]) TestUtil.Close(a, r[1][k], 1e-5f, 1e-4f, $"{k}: v3 vs v2 (C {c})");
+        bool same = r[0].All(kv => kv.Value.SequenceEqual(r[1][kv.Key]));
+        if (c % 4 == 0) Assert.That(same, Is.False, "version 3 sums each row in another order: some bits must differ");
+        else Assert.That(same, Is.True, "C not a multiple of 4: version 3 falls back to version 2");
+    }
+
     /// <summary>Through the backend (version 2 by default) against the CPU twin, at an aligned length (the float4 path)
     /// and at odd lengths and odd offsets (the scalar fallback); kernel-parity bound 1e-5 + 1e-4 relative (exp differs).</summary>
     [Test]
