@@ -129,6 +129,37 @@ public class WideLoadTests
         else Assert.That(same, Is.True, "C not a multiple of 4: version 3 falls back to version 2");
     }
 
+    /// <summary>Cross-entropy version 3 (float4, V = 300; a target in each lane of a Float4 and a row without one)
+    /// against version 2, as for RMSNorm; V = 302 falls back to version 2's bits.</summary>
+    [Test]
+    public void CrossEntropy_V3AgainstV2_AndFallback([Values(300, 302)] int v)
+    {
+        var ops = TestUtil.Ilgpu;
+        int n = 6;
+        int[] y = [0, 1, -1, v - 2, v - 1, 150];
+        var r = new Dictionary<string, float[]>[2];
+        foreach (var sv in new[] { Wide.Version.V1Scalar, Wide.Version.V2Float4 })
+        {
+            ops.StreamVersion = sv;
+            try
+            {
+                using var z = ops.Alloc("z", DType.F32, n, v); ops.Upload(z, TestUtil.Rand(n * v, 1, 5));
+                using var loss = ops.Alloc("loss", DType.F32, n);
+                using var tg = ops.Alloc("tg", DType.I32, n); ops.Upload(tg, y);
+                ops.CrossEntropyFused(z, loss, tg, n, v, 0.5, true);
+                r[(int)sv - 1] = new() { ["loss"] = TestUtil.Get(ops, loss), ["dz"] = TestUtil.Get(ops, z) };
+            }
+            finally { ops.StreamVersion = Wide.Version.V2Float4; }
+        }
+        foreach (var (k, a) in r[0]) TestUtil.Close(a, r[1][k], 1e-5f, 1e-4f, $"{k}: v3 vs v2 (V {v})");
+        Assert.That(r[1]["dz"].Skip(2 * v).Take(v), Is.All.EqualTo(0f), "a row without a target gets a zero gradient");
+        Assert.That(r[1]["dz"][0], Is.LessThan(0f), "the target's gradient is p − 1 < 0");
+        Assert.That(r[1]["dz"][4 * v + v - 1], Is.LessThan(0f), "the target's gradient in the last lane");
+        bool same = r[0].All(kv => kv.Value.SequenceEqual(r[1][kv.Key]));
+        if (v % 4 == 0) Assert.That(same, Is.False, "version 3 sums each row in another order: some bits must differ");
+        else Assert.That(same, Is.True, "V not a multiple of 4: version 3 falls back to version 2");
+    }
+
     /// <summary>Through the backend (version 2 by default) against the CPU twin, at an aligned length (the float4 path)
     /// and at odd lengths and odd offsets (the scalar fallback); kernel-parity bound 1e-5 + 1e-4 relative (exp differs).</summary>
     [Test]
