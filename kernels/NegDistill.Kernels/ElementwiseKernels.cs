@@ -89,7 +89,7 @@ public static class ElementwiseKernels
             // enough groups to fill a GPU on large tensors, a single group for small ones
             int groups = (int)Math.Clamp((n + 4L * group - 1) / (4L * group), 1, ReduceGroups);
             _reduce(new KernelConfig(groups, group), x, _partial.View, n, mode);
-            ((ArrayView<float>)_partial.View).SubView(0, groups).CopyToCPU(ref _host[0], groups);
+            ((ArrayView<float>)_partial.View).SubView(0, groups).CopyToCPU(_host.AsSpan(0, groups));   // the span overload pins
             double s = 0;
             for (int i = 0; i < groups; i++) s += _host[i];
             return s;

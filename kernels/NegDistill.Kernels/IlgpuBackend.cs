@@ -207,32 +207,46 @@ public sealed class IlgpuBackend : IBackend
     long _live, _peak;
     public Tensor View(Tensor t, long offset, params int[] shape) => new IlgpuTensor(G(t), offset, shape);
 
+    // ILGPU's CopyFromCPU/CopyToCPU(ref T, length) take "the base address of the pinned CPU buffer": it becomes a raw
+    // pointer, so a managed array the GC moves during the copy is missed (seen: about 1 download in 500 of a fresh
+    // array came back all zeros on the CPU accelerator; a second download of the same tensor was right). Pin first.
+    static unsafe void ToHost<T>(ArrayView<T> v, Span<T> dst, int n) where T : unmanaged
+    {
+        if (n <= 0) return;
+        fixed (T* p = dst) v.SubView(0, n).CopyToCPU(ref *p, n);
+    }
+    static unsafe void FromHost<T>(ArrayView<T> v, ReadOnlySpan<T> src) where T : unmanaged
+    {
+        if (src.IsEmpty) return;
+        fixed (T* p = src) v.SubView(0, src.Length).CopyFromCPU(ref *p, src.Length);
+    }
+
     public void Upload(Tensor t, ReadOnlySpan<float> src)
     {
         if (src.Length > t.Length) throw new ArgumentException($"upload of {src.Length} values into {t}");
-        if (t.DType == DType.F32) { F(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length); return; }
+        if (t.DType == DType.F32) { FromHost(F(t), src); return; }
         var tmp = new ushort[src.Length]; bool bf = t.DType == DType.BF16;
         for (int i = 0; i < src.Length; i++) tmp[i] = Checkpoints.HalfPrecision.Narrow(src[i], bf);
         UploadRaw16(t, tmp);
     }
-    public void Upload(Tensor t, ReadOnlySpan<int> src) => I(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
-    public void UploadRaw16(Tensor t, ReadOnlySpan<ushort> src) => H(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
+    public void Upload(Tensor t, ReadOnlySpan<int> src) => FromHost(I(t), src);
+    public void UploadRaw16(Tensor t, ReadOnlySpan<ushort> src) => FromHost(H(t), src);
     public void Download(Tensor t, Span<float> dst)
     {
         int n = (int)Math.Min(dst.Length, t.Length);
-        if (t.DType == DType.F32) { F(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n); return; }
+        if (t.DType == DType.F32) { ToHost(F(t), dst, n); return; }
         var tmp = new ushort[n]; DownloadRaw16(t, tmp); bool bf = t.DType == DType.BF16;
         for (int i = 0; i < n; i++) dst[i] = Checkpoints.HalfPrecision.Widen(tmp[i], bf);
     }
     public void Download(Tensor t, Span<int> dst)
     {
         int n = (int)Math.Min(dst.Length, t.Length);
-        I(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n);
+        ToHost(I(t), dst, n);
     }
     public void DownloadRaw16(Tensor t, Span<ushort> dst)
     {
         int n = (int)Math.Min(dst.Length, t.Length);
-        H(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n);
+        ToHost(H(t), dst, n);
     }
     public void Fill(Tensor t, float value)
     {
