@@ -5,7 +5,9 @@ namespace NegDistill.Kernels;
 
 /// <summary>Fill, axpy, scale and the two reductions the trainer needs (Σx² for gradient clipping,
 /// a non-finite count for NaN/Inf detection). CPU twin: <see cref="NegDistill.Runtime.CpuBackend"/>.
-/// The reductions write one partial per group (fixed grid, fixed tree), summed on the host in double.</summary>
+/// The reductions write one partial per group (fixed grid, fixed tree), summed on the host in double.
+/// Fill, axpy and scale have a version 2 (*V2Kernel: four floats per thread, 128-bit loads and stores) used where
+/// <see cref="Wide.Fits"/> holds; same bits as version 1.</summary>
 public static class ElementwiseKernels
 {
     public const int ReduceGroups = 256;
@@ -13,6 +15,17 @@ public static class ElementwiseKernels
     public static void FillKernel(Index1D i, ArrayView<float> y, float v) => y[i] = v;
     public static void AxpyKernel(Index1D i, ArrayView<float> y, ArrayView<float> x, float a) => y[i] += a * x[i];
     public static void ScaleKernel(Index1D i, ArrayView<float> y, float a) => y[i] *= a;
+    public static void FillV2Kernel(Index1D i, ArrayView<Float4> y, float v) => y[i] = new Float4(v, v, v, v);
+    public static void AxpyV2Kernel(Index1D i, ArrayView<Float4> y, ArrayView<Float4> x, float a)
+    {
+        Float4 yv = y[i], xv = x[i];
+        y[i] = new Float4(yv.X + a * xv.X, yv.Y + a * xv.Y, yv.Z + a * xv.Z, yv.W + a * xv.W);
+    }
+    public static void ScaleV2Kernel(Index1D i, ArrayView<Float4> y, float a)
+    {
+        Float4 yv = y[i];
+        y[i] = new Float4(yv.X * a, yv.Y * a, yv.Z * a, yv.W * a);
+    }
     /// <summary>Random weights where they live: Init.NormalAt32 (the fp32 form of the host's draw) per element.</summary>
     public static void FillNormalKernel(Index1D i, ArrayView<float> y, float std, ulong seed) => y[i] = NegDistill.Model.Init.NormalAt32(std, seed, i);
     public static void FillNormal16Kernel(Index1D i, ArrayView<ushort> y, float std, ulong seed, int bf16)
@@ -47,9 +60,27 @@ public static class ElementwiseKernels
         readonly MemoryBuffer1D<float, Stride1D.Dense> _partial = acc.Allocate1D<float>(ReduceGroups);
         readonly float[] _host = new float[ReduceGroups];
 
-        public void Fill(ArrayView<float> y, float v, long n) => _fill((int)n, y, v);
-        public void Axpy(ArrayView<float> y, ArrayView<float> x, float a, long n) => _axpy((int)n, y, x, a);
-        public void Scale(ArrayView<float> y, float a, long n) => _scale((int)n, y, a);
+        readonly Action<Index1D, ArrayView<Float4>, float> _fill2 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<Float4>, float>(FillV2Kernel);
+        readonly Action<Index1D, ArrayView<Float4>, ArrayView<Float4>, float> _axpy2 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<Float4>, ArrayView<Float4>, float>(AxpyV2Kernel);
+        readonly Action<Index1D, ArrayView<Float4>, float> _scale2 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<Float4>, float>(ScaleV2Kernel);
+
+        public void Fill(ArrayView<float> y, float v, long n, Wide.Version version = Wide.Version.V2Float4)
+        {
+            if (version == Wide.Version.V2Float4 && Wide.Fits(n, y)) _fill2((int)(n / 4), Wide.As4(y, n), v);
+            else _fill((int)n, y, v);
+        }
+
+        public void Axpy(ArrayView<float> y, ArrayView<float> x, float a, long n, Wide.Version version = Wide.Version.V2Float4)
+        {
+            if (version == Wide.Version.V2Float4 && Wide.Fits(n, y, x)) _axpy2((int)(n / 4), Wide.As4(y, n), Wide.As4(x, n), a);
+            else _axpy((int)n, y, x, a);
+        }
+
+        public void Scale(ArrayView<float> y, float a, long n, Wide.Version version = Wide.Version.V2Float4)
+        {
+            if (version == Wide.Version.V2Float4 && Wide.Fits(n, y)) _scale2((int)(n / 4), Wide.As4(y, n), a);
+            else _scale((int)n, y, a);
+        }
         public void FillNormal(ArrayView<float> y, float std, ulong seed) => _normal((int)y.Length, y, std, seed);
         public void FillNormal16(ArrayView<ushort> y, float std, ulong seed, bool bf16) => _normal16((int)y.Length, y, std, seed, bf16 ? 1 : 0);
 
@@ -58,7 +89,7 @@ public static class ElementwiseKernels
             // enough groups to fill a GPU on large tensors, a single group for small ones
             int groups = (int)Math.Clamp((n + 4L * group - 1) / (4L * group), 1, ReduceGroups);
             _reduce(new KernelConfig(groups, group), x, _partial.View, n, mode);
-            ((ArrayView<float>)_partial.View).SubView(0, groups).CopyToCPU(ref _host[0], groups);
+            ((ArrayView<float>)_partial.View).SubView(0, groups).CopyToCPU(_host.AsSpan(0, groups));   // the span overload pins
             double s = 0;
             for (int i = 0; i < groups; i++) s += _host[i];
             return s;

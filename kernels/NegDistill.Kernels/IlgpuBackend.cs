@@ -117,7 +117,7 @@ public sealed class IlgpuBackend : IBackend
             throw new InvalidOperationException($"accelerator {Accelerator.Name} allows {_group} threads per group; the kernels need a power of two ≥ 16");
         _mm = new(Accelerator, _group >= 256 ? 16 : 4);
         _ew = new(Accelerator, _group);
-        _emb = new(Accelerator);
+        _emb = new(Accelerator, _group);
         _rms = new(Accelerator, _group);
         _rope = new(Accelerator);
         _attn = new(Accelerator, _group);
@@ -154,6 +154,14 @@ public sealed class IlgpuBackend : IBackend
     /// gpu-check sets it to check and time each). Auto: cuBLASLt where it loaded, else version 2 where its
     /// preconditions hold (16-bit B on CUDA), else version 1.</summary>
     public MatMulKernels.Version MatMulVersion { get; set; }
+    /// <summary>Which group reduction the per-row kernels use (RMSNorm forward and dx, cross-entropy, NCE):
+    /// version 2 (warp shuffles) by default; gpu-check sets version 1 (shared-memory tree) to check and time it.</summary>
+    public GroupReduce.Version RowReduceVersion { get; set; } = GroupReduce.Version.V2Warp;
+    /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW; RMSNorm forward and
+    /// dx and cross-entropy take version 3, float4 on top of the warp shuffles, with <see cref="RowReduceVersion"/> 2): version 2
+    /// (four floats per thread, 128-bit loads) where <see cref="Wide.Fits"/> holds, by default; gpu-check sets
+    /// version 1 (one float per thread) to check and time it.</summary>
+    public Wide.Version StreamVersion { get; set; } = Wide.Version.V2Float4;
     /// <summary>cuBLASLt's description, or why it is not in use.</summary>
     public string LibraryStatus { get; }
     public bool HasLibrary => _lt != null;
@@ -202,38 +210,52 @@ public sealed class IlgpuBackend : IBackend
     long _live, _peak;
     public Tensor View(Tensor t, long offset, params int[] shape) => new IlgpuTensor(G(t), offset, shape);
 
+    // ILGPU's CopyFromCPU/CopyToCPU(ref T, length) take "the base address of the pinned CPU buffer": it becomes a raw
+    // pointer, so a managed array the GC moves during the copy is missed (seen: about 1 download in 500 of a fresh
+    // array came back all zeros on the CPU accelerator; a second download of the same tensor was right). Pin first.
+    static unsafe void ToHost<T>(ArrayView<T> v, Span<T> dst, int n) where T : unmanaged
+    {
+        if (n <= 0) return;
+        fixed (T* p = dst) v.SubView(0, n).CopyToCPU(ref *p, n);
+    }
+    static unsafe void FromHost<T>(ArrayView<T> v, ReadOnlySpan<T> src) where T : unmanaged
+    {
+        if (src.IsEmpty) return;
+        fixed (T* p = src) v.SubView(0, src.Length).CopyFromCPU(ref *p, src.Length);
+    }
+
     public void Upload(Tensor t, ReadOnlySpan<float> src)
     {
         if (src.Length > t.Length) throw new ArgumentException($"upload of {src.Length} values into {t}");
-        if (t.DType == DType.F32) { F(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length); return; }
+        if (t.DType == DType.F32) { FromHost(F(t), src); return; }
         var tmp = new ushort[src.Length]; bool bf = t.DType == DType.BF16;
         for (int i = 0; i < src.Length; i++) tmp[i] = Checkpoints.HalfPrecision.Narrow(src[i], bf);
         UploadRaw16(t, tmp);
     }
-    public void Upload(Tensor t, ReadOnlySpan<int> src) => I(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
-    public void UploadRaw16(Tensor t, ReadOnlySpan<ushort> src) => H(t).SubView(0, src.Length).CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
+    public void Upload(Tensor t, ReadOnlySpan<int> src) => FromHost(I(t), src);
+    public void UploadRaw16(Tensor t, ReadOnlySpan<ushort> src) => FromHost(H(t), src);
     public void Download(Tensor t, Span<float> dst)
     {
         int n = (int)Math.Min(dst.Length, t.Length);
-        if (t.DType == DType.F32) { F(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n); return; }
+        if (t.DType == DType.F32) { ToHost(F(t), dst, n); return; }
         var tmp = new ushort[n]; DownloadRaw16(t, tmp); bool bf = t.DType == DType.BF16;
         for (int i = 0; i < n; i++) dst[i] = Checkpoints.HalfPrecision.Widen(tmp[i], bf);
     }
     public void Download(Tensor t, Span<int> dst)
     {
         int n = (int)Math.Min(dst.Length, t.Length);
-        I(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n);
+        ToHost(I(t), dst, n);
     }
     public void DownloadRaw16(Tensor t, Span<ushort> dst)
     {
         int n = (int)Math.Min(dst.Length, t.Length);
-        H(t).SubView(0, n).CopyToCPU(ref MemoryMarshal.GetReference(dst), n);
+        ToHost(H(t), dst, n);
     }
     public void Fill(Tensor t, float value)
     {
         switch (t.DType)
         {
-            case DType.F32: _ew.Fill(F(t), value, t.Length); break;
+            case DType.F32: _ew.Fill(F(t), value, t.Length, StreamVersion); break;
             case DType.I32 when value == 0f: I(t).MemSetToZero(); break;
             case DType.F16 or DType.BF16 when value == 0f: H(t).MemSetToZero(); break;
             default: throw new ArgumentException($"fill of {t} with {value}: only F32 takes non-zero fills");
@@ -257,8 +279,8 @@ public sealed class IlgpuBackend : IBackend
     }
     public void Synchronize() => Accelerator.Synchronize();
 
-    public void Axpy(Tensor y, Tensor x, float a, long n) => _ew.Axpy(F(y), F(x), a, n);
-    public void Scale(Tensor y, float a, long n) => _ew.Scale(F(y), a, n);
+    public void Axpy(Tensor y, Tensor x, float a, long n) => _ew.Axpy(F(y), F(x), a, n, StreamVersion);
+    public void Scale(Tensor y, float a, long n) => _ew.Scale(F(y), a, n, StreamVersion);
     public double SumSquares(Tensor x, long n) => _ew.Reduce(F(x), n, 0);
     public double Sum(Tensor x, long n) => _ew.Reduce(F(x), n, 2);
     public bool HasNonFinite(Tensor x, long n) => _ew.Reduce(F(x), n, 1) > 0;
@@ -310,12 +332,15 @@ public sealed class IlgpuBackend : IBackend
 
     public void EmbeddingForward(Tensor outp, Tensor tokens, Tensor wte, int n, int c) => _emb.Forward(F(outp), I(tokens), F(wte), n, c);
     public void EmbeddingBackward(Tensor dwte, Tensor tokens, Tensor dout, int n, int c) => _emb.Backward(F(dwte), I(tokens), F(dout), n, c);
-    public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps) => _rms.Forward(F(outp), F(rstd), F(x), F(w), n, c, eps);
+    /// <summary>Embedding backward by version 1 (one thread per channel), for gpu-check's side-by-side check and timing.</summary>
+    public void EmbeddingBackwardV1(Tensor dwte, Tensor tokens, Tensor dout, int n, int c) =>
+        _emb.Backward(F(dwte), I(tokens), F(dout), n, c, EmbeddingKernels.Version.V1Columns);
+    public void RmsNormForward(Tensor outp, Tensor rstd, Tensor x, Tensor w, int n, int c, float eps) => _rms.Forward(F(outp), F(rstd), F(x), F(w), n, c, eps, RowReduceVersion, StreamVersion);
     public void RmsNormBackward(Tensor dx, Tensor? dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) =>
-        _rms.Backward(F(dx), dw == null ? default : F(dw), F(dout), F(x), F(w), F(rstd), n, c);
+        _rms.Backward(F(dx), dw == null ? default : F(dw), F(dout), F(x), F(w), F(rstd), n, c, rv: RowReduceVersion, sv: StreamVersion);
     /// <summary>RMSNorm backward with dw by version 1 (one thread per column), for gpu-check's side-by-side check and timing.</summary>
     public void RmsNormBackwardV1(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd, int n, int c) =>
-        _rms.Backward(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c, RmsNormKernels.DwVersion.V1Columns);
+        _rms.Backward(F(dx), F(dw), F(dout), F(x), F(w), F(rstd), n, c, RmsNormKernels.DwVersion.V1Columns, RowReduceVersion, StreamVersion);
 
     public void Rope(Tensor x, Tensor pos, int n, int nHeads, int headDim, float theta, bool inverse)
     {
@@ -393,19 +418,19 @@ public sealed class IlgpuBackend : IBackend
         l.Sample(F(logits), I(tokens), F(logProbs), I(rowSeed), I(rowCounter), r, v, temperature, topK, topP, nudge, split);
     }
 
-    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n);
-    public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => _swiglu.Backward(F(dgate), F(dup), F(dh), F(gate), F(up), n);
+    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n, StreamVersion);
+    public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => _swiglu.Backward(F(dgate), F(dup), F(dh), F(gate), F(up), n, StreamVersion);
     public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => _drop.Forward(F(y), F(x), p, seed, n);
     public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n);
     public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, double weight, bool computeGrad)
-        => _ce.Fused(F(logits), F(losses), I(targets), n, v, (float)weight, computeGrad);
+        => _ce.Fused(F(logits), F(losses), I(targets), n, v, (float)weight, computeGrad, RowReduceVersion, StreamVersion);
     public void NceKl(Tensor zNat, Tensor zNeg, Tensor kl, int n, int v, float temperature)
-        => _nce.Kl(F(zNat), F(zNeg), F(kl), n, v, temperature);
+        => _nce.Kl(F(zNat), F(zNeg), F(kl), n, v, temperature, RowReduceVersion);
     public void NceDistillFused(Tensor zs, Tensor zNat, Tensor targets, Tensor rowWeight, Tensor lossCe, Tensor lossKd, int n, int v,
         float temperature, float a, double ceScale, double kdScale, bool computeGrad)
-        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad);
+        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad, RowReduceVersion);
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
-        => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t);
+        => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t, StreamVersion);
     public void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp)
     {
         foreach (var t in new[] { mix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationForward");

@@ -6,8 +6,9 @@ namespace NegDistill.Kernels;
 /// <summary>
 /// Negative Calibrated Enhancement (method.md, Step 2). CPU twin and the math, gradient derivation
 /// included: src/NegDistill.Core/Ops/Nce.cs. Both kernels run one group per token row with strided,
-/// coalesced loops over the vocabulary (thread j of G reads entries j, j+G, ...) and GroupReduce
-/// trees; the group size G is read at run time (16 on ILGPU's CPU accelerator, 256 on CUDA).
+/// coalesced loops over the vocabulary (thread j of G reads entries j, j+G, ...) and group
+/// reductions: version 1 (KlKernel, DistillKernel) by GroupReduce's shared-memory tree, version 2 (KlV2Kernel,
+/// DistillV2Kernel, the default) by its warp shuffles; the group size G is read at run time (16 on ILGPU's CPU accelerator, 256 on CUDA).
 ///
 /// Pass 1 of each kernel is an online softmax: each thread keeps a running max and a sum of
 /// exponentials relative to it (rescaled when the max grows), and the group combines them as
@@ -43,8 +44,15 @@ public static class NceKernels
         public float Tau, InvTau, CeCoef, KdCoef;
     }
 
-    /// <summary>Grid: rows groups. zNat, zNeg (rows,V); kl (rows) out.</summary>
+    /// <summary>Grid: rows groups. zNat, zNeg (rows,V); kl (rows) out. Version 1: shared-memory trees.</summary>
     public static void KlKernel(ArrayView<float> zNat, ArrayView<float> zNeg, ArrayView<float> kl, int v, float invTau)
+        => Kl(zNat, zNeg, kl, v, invTau, 1);
+
+    /// <summary>Version 2: warp shuffles.</summary>
+    public static void KlV2Kernel(ArrayView<float> zNat, ArrayView<float> zNeg, ArrayView<float> kl, int v, float invTau)
+        => Kl(zNat, zNeg, kl, v, invTau, 2);
+
+    static void Kl(ArrayView<float> zNat, ArrayView<float> zNeg, ArrayView<float> kl, int v, float invTau, int rv)
     {
         var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         long row = Grid.IdxX, o = row * v;
@@ -56,10 +64,10 @@ public static class NceKernels
             float b = zNat[o + j] * invTau;
             if (b > mB) { sB = sB * MathF.Exp(mB - b) + 1f; mB = b; } else sB += MathF.Exp(b - mB);
         }
-        float maxA = GroupReduce.Max(mA, sh);
-        float sumA = GroupReduce.Sum(sA * MathF.Exp(mA - maxA), sh);
-        float maxB = GroupReduce.Max(mB, sh);
-        float sumB = GroupReduce.Sum(sB * MathF.Exp(mB - maxB), sh);
+        float maxA = GroupReduce.Max(mA, sh, rv);
+        float sumA = GroupReduce.Sum(sA * MathF.Exp(mA - maxA), sh, rv);
+        float maxB = GroupReduce.Max(mB, sh, rv);
+        float sumB = GroupReduce.Sum(sB * MathF.Exp(mB - maxB), sh, rv);
         float invA = 1f / sumA, invB = 1f / sumB;
         float acc = 0f;
         for (int j = Group.IdxX; j < v; j += Group.DimX)
@@ -68,15 +76,25 @@ public static class NceKernels
             float pNat = MathF.Exp(zNat[o + j] * invTau - maxB) * invB;
             acc += pNeg * (MathF.Log(pNeg + Eps) - MathF.Log(pNat + Eps));
         }
-        acc = GroupReduce.Sum(acc, sh);
+        acc = GroupReduce.Sum(acc, sh, rv);
         if (Group.IdxX == 0) kl[row] = acc;
     }
 
     /// <summary>Grid: rows groups. zs (rows,V) in: logits, out: dL/dz_s when d.Grad; zNat (rows,V);
     /// targets (rows), −1 where a row has no next token; rowWeight (rows), 0 outside the attention mask;
     /// lossCe, lossKd (rows) out.</summary>
+    /// <remarks>Version 1: shared-memory trees.</remarks>
     public static void DistillKernel(ArrayView<float> zs, ArrayView<float> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,
         ArrayView<float> lossCe, ArrayView<float> lossKd, DistillArgs d)
+        => Distill(zs, zNat, targets, rowWeight, lossCe, lossKd, d, 1);
+
+    /// <summary>Version 2 of <see cref="DistillKernel"/>: warp shuffles.</summary>
+    public static void DistillV2Kernel(ArrayView<float> zs, ArrayView<float> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,
+        ArrayView<float> lossCe, ArrayView<float> lossKd, DistillArgs d)
+        => Distill(zs, zNat, targets, rowWeight, lossCe, lossKd, d, 2);
+
+    static void Distill(ArrayView<float> zs, ArrayView<float> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,
+        ArrayView<float> lossCe, ArrayView<float> lossKd, DistillArgs d, int rv)
     {
         var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         int v = d.V;
@@ -115,11 +133,11 @@ public static class NceKernels
             float n = zNat[o + j] * invTau;
             if (n > mn) { sn = sn * MathF.Exp(mn - n) + 1f; mn = n; } else sn += MathF.Exp(n - mn);
         }
-        float maxS = GroupReduce.Max(ms, sh);
-        float sum1 = GroupReduce.Sum(s1 * MathF.Exp(ms - maxS), sh);
-        float sumT = unit ? sum1 : GroupReduce.Sum(sT * MathF.Exp((ms - maxS) * invTau), sh);
-        float maxN = GroupReduce.Max(mn, sh);
-        float sumN = GroupReduce.Sum(sn * MathF.Exp(mn - maxN), sh);
+        float maxS = GroupReduce.Max(ms, sh, rv);
+        float sum1 = GroupReduce.Sum(s1 * MathF.Exp(ms - maxS), sh, rv);
+        float sumT = unit ? sum1 : GroupReduce.Sum(sT * MathF.Exp((ms - maxS) * invTau), sh, rv);
+        float maxN = GroupReduce.Max(mn, sh, rv);
+        float sumN = GroupReduce.Sum(sn * MathF.Exp(mn - maxN), sh, rv);
 
         // pass 2: cross term Σ p_nat·(z_s − max)/τ, and the gradient over z_s
         float inv1 = 1f / sum1, invT = 1f / sumT, invN = 1f / sumN;
@@ -139,7 +157,7 @@ public static class NceKernels
                 zs[o + j] = j == y ? g - c1 : g;
             }
         }
-        cross = GroupReduce.Sum(cross, sh);
+        cross = GroupReduce.Sum(cross, sh, rv);
         if (Group.IdxX == 0)
         {
             lossCe[row] = y >= 0 ? maxS + MathF.Log(sum1) - zy : 0f;
@@ -152,17 +170,23 @@ public static class NceKernels
     {
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _kl =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(KlKernel);
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _kl2 =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(KlV2Kernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs> _distill =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs>(DistillKernel);
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs> _distill2 =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs>(DistillV2Kernel);
 
-        public void Kl(ArrayView<float> zNat, ArrayView<float> zNeg, ArrayView<float> kl, int n, int v, float temperature)
+        public void Kl(ArrayView<float> zNat, ArrayView<float> zNeg, ArrayView<float> kl, int n, int v, float temperature,
+            GroupReduce.Version rv = GroupReduce.Version.V2Warp)
         {
             CheckTemperature(temperature);
-            if (n > 0) _kl(new KernelConfig(n, group), zNat, zNeg, kl, v, 1f / temperature);
+            if (n > 0) (rv == GroupReduce.Version.V1Tree ? _kl : _kl2)(new KernelConfig(n, group), zNat, zNeg, kl, v, 1f / temperature);
         }
 
         public void Distill(ArrayView<float> zs, ArrayView<float> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,
-            ArrayView<float> lossCe, ArrayView<float> lossKd, int n, int v, float temperature, float a, float ceScale, float kdScale, bool grad)
+            ArrayView<float> lossCe, ArrayView<float> lossKd, int n, int v, float temperature, float a, float ceScale, float kdScale, bool grad,
+            GroupReduce.Version rv = GroupReduce.Version.V2Warp)
         {
             CheckTemperature(temperature);
             var d = new DistillArgs
@@ -170,7 +194,7 @@ public static class NceKernels
                 V = v, Unit = temperature == 1f ? 1 : 0, Grad = grad ? 1 : 0,
                 Tau = temperature, InvTau = 1f / temperature, CeCoef = (1f - a) * ceScale, KdCoef = a * kdScale * temperature,
             };
-            if (n > 0) _distill(new KernelConfig(n, group), zs, zNat, targets, rowWeight, lossCe, lossKd, d);
+            if (n > 0) (rv == GroupReduce.Version.V1Tree ? _distill : _distill2)(new KernelConfig(n, group), zs, zNat, targets, rowWeight, lossCe, lossKd, d);
         }
 
         static void CheckTemperature(float t)

@@ -122,17 +122,47 @@ public static class OpCases
             Inputs = () => new() { ["wte"] = R(1, V, C), ["tok"] = Ints(Tokens(n, V)), ["out"] = Out(n, C) },
             Run = (o, t) => o.EmbeddingForward(t["out"], t["tok"], t["wte"], n, C), Outputs = ["out"], Poisoned = ["out"], Bytes = 8.0 * nc,
         };
+        // version 2 (rows grouped by token) on spread tokens and on a skewed stream (a quarter of the rows one
+        // token, the rest from 64 ids: long runs), version 1 (one thread per channel) beside it
+        foreach (var (tokens, label) in new[] { (Tokens(n, V), ""), (SkewedTokens(n, V), ", skewed tokens") })
+        {
+            yield return new OpCase
+            {
+                Family = "Embedding", Name = $"backward (v2: rows grouped by token{label})", Shape = $"{n} tokens, {V}×{C}",
+                Inputs = () => new() { ["dwte"] = R(1, V, C), ["tok"] = Ints(tokens), ["dout"] = R(1, n, C) },
+                Run = (o, t) => o.EmbeddingBackward(t["dwte"], t["tok"], t["dout"], n, C), Outputs = ["dwte"], Bytes = 12.0 * nc,
+            };
+            yield return new OpCase
+            {
+                Family = "Embedding", Name = $"backward (v1: one thread per channel{label})", Shape = $"{n} tokens, {V}×{C}",
+                Inputs = () => new() { ["dwte"] = R(1, V, C), ["tok"] = Ints(tokens), ["dout"] = R(1, n, C) },
+                Run = (o, t) =>
+                {
+                    if (o is NegDistill.Kernels.IlgpuBackend ib) ib.EmbeddingBackwardV1(t["dwte"], t["tok"], t["dout"], n, C);
+                    else o.EmbeddingBackward(t["dwte"], t["tok"], t["dout"], n, C);
+                },
+                Outputs = ["dwte"], Bytes = 12.0 * nc,
+            };
+        }
         yield return new OpCase
         {
-            Family = "Embedding", Name = "backward", Shape = $"{n} tokens, {V}×{C}",
-            Inputs = () => new() { ["dwte"] = R(1, V, C), ["tok"] = Ints(Tokens(n, V)), ["dout"] = R(1, n, C) },
-            Run = (o, t) => o.EmbeddingBackward(t["dwte"], t["tok"], t["dout"], n, C), Outputs = ["dwte"], Bytes = 12.0 * nc,
+            Family = "RmsNorm", Name = "forward (v3: warp shuffles, float4)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["y"] = Out(n, C), ["rstd"] = Out(n) },
+            Run = (o, t) => o.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], n, C, 1e-6f), Outputs = ["y", "rstd"], Poisoned = ["y", "rstd"],
+            Flops = 4.0 * nc, Bytes = 8.0 * nc,
         };
         yield return new OpCase
         {
-            Family = "RmsNorm", Name = "forward", Shape = rows,
+            Family = "RmsNorm", Name = "forward (v2: warp shuffles)", Shape = rows,
             Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["y"] = Out(n, C), ["rstd"] = Out(n) },
-            Run = (o, t) => o.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], n, C, 1e-6f), Outputs = ["y", "rstd"], Poisoned = ["y", "rstd"],
+            Run = (o, t) => StreamV1(o, true, () => o.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], n, C, 1e-6f)), Outputs = ["y", "rstd"], Poisoned = ["y", "rstd"],
+            Flops = 4.0 * nc, Bytes = 8.0 * nc,
+        };
+        yield return new OpCase
+        {
+            Family = "RmsNorm", Name = "forward (v1: shared-memory tree)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["y"] = Out(n, C), ["rstd"] = Out(n) },
+            Run = (o, t) => RowReduceV1(o, () => o.RmsNormForward(t["y"], t["rstd"], t["x"], t["w"], n, C, 1e-6f)), Outputs = ["y", "rstd"], Poisoned = ["y", "rstd"],
             Flops = 4.0 * nc, Bytes = 8.0 * nc,
         };
         yield return new OpCase
@@ -155,9 +185,23 @@ public static class OpCases
         };
         yield return new OpCase
         {
-            Family = "RmsNorm", Name = "backward, frozen weight (no dw)", Shape = rows,
+            Family = "RmsNorm", Name = "backward, frozen weight (no dw; dx v3: warp shuffles, float4)", Shape = rows,
             Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
             Run = (o, t) => o.RmsNormBackward(t["dx"], null, t["dy"], t["x"], t["w"], t["rstd"], n, C), Outputs = ["dx"],
+            Flops = 6.0 * nc, Bytes = 12.0 * nc,
+        };
+        yield return new OpCase
+        {
+            Family = "RmsNorm", Name = "backward, frozen weight (dx v2: warp shuffles)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
+            Run = (o, t) => StreamV1(o, true, () => o.RmsNormBackward(t["dx"], null, t["dy"], t["x"], t["w"], t["rstd"], n, C)), Outputs = ["dx"],
+            Flops = 6.0 * nc, Bytes = 12.0 * nc,
+        };
+        yield return new OpCase
+        {
+            Family = "RmsNorm", Name = "backward, frozen weight (dx v1: shared-memory tree)", Shape = rows,
+            Inputs = () => new() { ["x"] = R(2, n, C), ["w"] = R(1, C), ["rstd"] = Pos(n, 0.5f, 1.5f), ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
+            Run = (o, t) => RowReduceV1(o, () => o.RmsNormBackward(t["dx"], null, t["dy"], t["x"], t["w"], t["rstd"], n, C)), Outputs = ["dx"],
             Flops = 6.0 * nc, Bytes = 12.0 * nc,
         };
         foreach (bool inverse in new[] { false, true })
@@ -287,18 +331,22 @@ public static class OpCases
                 },
                 Outputs = ["lp"], Poisoned = ["lp"], ExactInts = ["tok"], Bytes = 4.0 * gr * V,
             };
-        yield return new OpCase
+        // version 2 (four floats per thread, 128-bit loads) and version 1 (one float per thread) of each streaming kernel
+        foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
         {
-            Family = "SwiGlu", Name = "forward", Shape = $"{n}×{F}",
-            Inputs = () => new() { ["g"] = R(4, n, F), ["u"] = R(1, n, F), ["h"] = Out(n, F) },
-            Run = (o, t) => o.SwiGluForward(t["h"], t["g"], t["u"], nf), Outputs = ["h"], Poisoned = ["h"], Flops = 5.0 * nf, Bytes = 12.0 * nf,
-        };
-        yield return new OpCase
-        {
-            Family = "SwiGlu", Name = "backward", Shape = $"{n}×{F}",
-            Inputs = () => new() { ["g"] = R(4, n, F), ["u"] = R(1, n, F), ["dh"] = R(1, n, F), ["dg"] = R(1, n, F), ["du"] = R(1, n, F) },
-            Run = (o, t) => o.SwiGluBackward(t["dg"], t["du"], t["dh"], t["g"], t["u"], nf), Outputs = ["dg", "du"], Flops = 10.0 * nf, Bytes = 28.0 * nf,
-        };
+            yield return new OpCase
+            {
+                Family = "SwiGlu", Name = $"forward ({label})", Shape = $"{n}×{F}",
+                Inputs = () => new() { ["g"] = R(4, n, F), ["u"] = R(1, n, F), ["h"] = Out(n, F) },
+                Run = (o, t) => StreamV1(o, v1, () => o.SwiGluForward(t["h"], t["g"], t["u"], nf)), Outputs = ["h"], Poisoned = ["h"], Flops = 5.0 * nf, Bytes = 12.0 * nf,
+            };
+            yield return new OpCase
+            {
+                Family = "SwiGlu", Name = $"backward ({label})", Shape = $"{n}×{F}",
+                Inputs = () => new() { ["g"] = R(4, n, F), ["u"] = R(1, n, F), ["dh"] = R(1, n, F), ["dg"] = R(1, n, F), ["du"] = R(1, n, F) },
+                Run = (o, t) => StreamV1(o, v1, () => o.SwiGluBackward(t["dg"], t["du"], t["dh"], t["g"], t["u"], nf)), Outputs = ["dg", "du"], Flops = 10.0 * nf, Bytes = 28.0 * nf,
+            };
+        }
         yield return new OpCase
         {
             Family = "Dropout", Name = "forward", Shape = rows,
@@ -312,35 +360,64 @@ public static class OpCases
             Run = (o, t) => o.DropoutBackward(t["dx"], t["dy"], 0.05f, 1234, nc), Outputs = ["dx"], Bytes = 12.0 * nc,
         };
         var targets = Targets(n, V);
+        // version 3 needs V a multiple of 4: 32,000 is; the tiny vocabulary (70) is not and runs version 2 there
         yield return new OpCase
         {
-            Family = "CrossEntropy", Name = "fused loss + gradient", Shape = $"{n}×{V}",
+            Family = "CrossEntropy", Name = "fused loss + gradient (v3: warp shuffles, float4)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["z"] = R(4, n, V), ["loss"] = Out(n), ["y"] = Ints(targets) },
             Run = (o, t) => o.CrossEntropyFused(t["z"], t["loss"], t["y"], n, V, 1.0 / n, true), Outputs = ["z", "loss"], Poisoned = ["loss"],
             Flops = 5.0 * nv, Bytes = 8.0 * nv,
         };
         yield return new OpCase
         {
-            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row", Shape = $"{n}×{V}",
+            Family = "CrossEntropy", Name = "fused loss + gradient (v2: warp shuffles)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["z"] = R(4, n, V), ["loss"] = Out(n), ["y"] = Ints(targets) },
+            Run = (o, t) => StreamV1(o, true, () => o.CrossEntropyFused(t["z"], t["loss"], t["y"], n, V, 1.0 / n, true)), Outputs = ["z", "loss"], Poisoned = ["loss"],
+            Flops = 5.0 * nv, Bytes = 8.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "CrossEntropy", Name = "fused loss + gradient (v1: shared-memory trees)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["z"] = R(4, n, V), ["loss"] = Out(n), ["y"] = Ints(targets) },
+            Run = (o, t) => RowReduceV1(o, () => o.CrossEntropyFused(t["z"], t["loss"], t["y"], n, V, 1.0 / n, true)), Outputs = ["z", "loss"], Poisoned = ["loss"],
+            Flops = 5.0 * nv, Bytes = 8.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v2: warp shuffles)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["zn"] = R(4, n, V), ["zg"] = R(4, n, V), ["kl"] = Out(n) },
             Run = (o, t) => o.NceKl(t["zn"], t["zg"], t["kl"], n, V, 1f), Outputs = ["kl"], Poisoned = ["kl"], Flops = 10.0 * nv, Bytes = 8.0 * nv,
         };
         yield return new OpCase
         {
-            Family = "Nce", Name = "fused distillation + gradient", Shape = $"{n}×{V}",
+            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v1: shared-memory trees)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["zn"] = R(4, n, V), ["zg"] = R(4, n, V), ["kl"] = Out(n) },
+            Run = (o, t) => RowReduceV1(o, () => o.NceKl(t["zn"], t["zg"], t["kl"], n, V, 1f)), Outputs = ["kl"], Poisoned = ["kl"], Flops = 10.0 * nv, Bytes = 8.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "Nce", Name = "fused distillation + gradient (v2: warp shuffles)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["zs"] = R(4, n, V), ["zn"] = R(4, n, V), ["y"] = Ints(targets), ["w"] = Pos(n, 0.5f, 1.5f), ["ce"] = Out(n), ["kd"] = Out(n) },
             Run = (o, t) => o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, V, 1f, 0.5f, 1.0 / n, 1.0 / n, true),
             Outputs = ["zs", "ce", "kd"], Poisoned = ["ce", "kd"], Flops = 12.0 * nv, Bytes = 12.0 * nv,
         };
-        long lp = 2L * 32 * (s.LoraRank * (long)C * 2);   // LoRA q/v of every layer, as many values as 7B's
-        if (s.Label == "tiny") lp = 1000;
         yield return new OpCase
         {
-            Family = "AdamW", Name = "step", Shape = $"{lp} values",
-            Inputs = () => new() { ["p"] = R(1, (int)lp), ["g"] = R(1, (int)lp), ["m"] = R(0.1f, (int)lp), ["v"] = Pos((int)lp, 0f, 0.01f) },
-            Run = (o, t) => o.AdamW(t["p"], t["g"], t["m"], t["v"], lp, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 3), Outputs = ["p", "m", "v"],
-            Flops = 12.0 * lp, Bytes = 28.0 * lp,
+            Family = "Nce", Name = "fused distillation + gradient (v1: shared-memory trees)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["zs"] = R(4, n, V), ["zn"] = R(4, n, V), ["y"] = Ints(targets), ["w"] = Pos(n, 0.5f, 1.5f), ["ce"] = Out(n), ["kd"] = Out(n) },
+            Run = (o, t) => RowReduceV1(o, () => o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, V, 1f, 0.5f, 1.0 / n, 1.0 / n, true)),
+            Outputs = ["zs", "ce", "kd"], Poisoned = ["ce", "kd"], Flops = 12.0 * nv, Bytes = 12.0 * nv,
         };
+        long lp = 2L * 32 * (s.LoraRank * (long)C * 2);   // LoRA q/v of every layer, as many values as 7B's
+        if (s.Label == "tiny") lp = 1000;
+        foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
+            yield return new OpCase
+            {
+                Family = "AdamW", Name = $"step ({label})", Shape = $"{lp} values",
+                Inputs = () => new() { ["p"] = R(1, (int)lp), ["g"] = R(1, (int)lp), ["m"] = R(0.1f, (int)lp), ["v"] = Pos((int)lp, 0f, 0.01f) },
+                Run = (o, t) => StreamV1(o, v1, () => o.AdamW(t["p"], t["g"], t["m"], t["v"], lp, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 3)), Outputs = ["p", "m", "v"],
+                Flops = 12.0 * lp, Bytes = 28.0 * lp,
+            };
         int d = s.Label == "tiny" ? 8 : 128;
         long nd = (long)n * d;
         yield return new OpCase
@@ -362,13 +439,15 @@ public static class OpCases
             Outputs = ["dq", "dkp", "dkn", "dup", "dun"], Flops = 40.0 * nd, Bytes = 68.0 * nd,
         };
         long ne = s.Label == "tiny" ? 1000 : 1L << 24;
-        yield return new OpCase
-        {
-            Family = "Elementwise", Name = "axpy + scale + fill", Shape = $"{ne} values",
-            Inputs = () => new() { ["y"] = R(1, (int)ne), ["x"] = R(1, (int)ne), ["f"] = Out((int)ne) },
-            Run = (o, t) => { o.Axpy(t["y"], t["x"], 0.5f, ne); o.Scale(t["y"], 2f, ne - 1); o.Fill(t["f"], 3f); }, Outputs = ["y", "f"], Poisoned = ["f"],
-            Flops = 3.0 * ne, Bytes = 24.0 * ne,
-        };
+        // the scale runs over ne − 1 values: version 2 falls back to version 1 there (odd length)
+        foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
+            yield return new OpCase
+            {
+                Family = "Elementwise", Name = $"axpy + scale + fill ({label})", Shape = $"{ne} values",
+                Inputs = () => new() { ["y"] = R(1, (int)ne), ["x"] = R(1, (int)ne), ["f"] = Out((int)ne) },
+                Run = (o, t) => StreamV1(o, v1, () => { o.Axpy(t["y"], t["x"], 0.5f, ne); o.Scale(t["y"], 2f, ne - 1); o.Fill(t["f"], 3f); }), Outputs = ["y", "f"], Poisoned = ["f"],
+                Flops = 3.0 * ne, Bytes = 24.0 * ne,
+            };
         yield return new OpCase
         {
             Family = "Elementwise", Name = "Σx, Σx², non-finite scan", Shape = $"{ne} values",
@@ -433,6 +512,28 @@ public static class OpCases
     }
 
     static int[] Tokens(int n, int v) => Enumerable.Range(0, n).Select(i => (int)(CounterRng.Hash(3, (ulong)i) % (ulong)v)).ToArray();
+    /// <summary>Runs <paramref name="run"/> with the per-row kernels' group reductions at version 1 (shared-memory
+    /// tree) on the kernels backend; the twin has one form.</summary>
+    static void RowReduceV1(IBackend o, Action run)
+    {
+        if (o is not NegDistill.Kernels.IlgpuBackend ib) { run(); return; }
+        var old = ib.RowReduceVersion;
+        ib.RowReduceVersion = NegDistill.Kernels.GroupReduce.Version.V1Tree;
+        try { run(); } finally { ib.RowReduceVersion = old; }
+    }
+
+    /// <summary>Runs <paramref name="run"/> with the streaming kernels at version 1 (one float per thread) on the
+    /// kernels backend when <paramref name="v1"/>; else as configured (version 2 by default).</summary>
+    static void StreamV1(IBackend o, bool v1, Action run)
+    {
+        if (!v1 || o is not NegDistill.Kernels.IlgpuBackend ib) { run(); return; }
+        var old = ib.StreamVersion;
+        ib.StreamVersion = NegDistill.Kernels.Wide.Version.V1Scalar;
+        try { run(); } finally { ib.StreamVersion = old; }
+    }
+
+    static int[] SkewedTokens(int n, int v) => Enumerable.Range(0, n)
+        .Select(i => i % 4 == 1 ? 2 % v : (int)(CounterRng.Hash(5, (ulong)i) % (ulong)Math.Min(64, v))).ToArray();
     static int[] Positions(int n, int t) => Enumerable.Range(0, n).Select(i => i % t).ToArray();
     static int[] Targets(int n, int v) => Enumerable.Range(0, n).Select(i => i % 17 == 5 ? -1 : (int)(CounterRng.Hash(4, (ulong)i) % (ulong)v)).ToArray();
     static HostTensor Pos(int n, float lo, float hi) => new(DType.F32, [n], Rand(n, 1f).Select(x => lo + (hi - lo) * (x + 1f) / 2f).ToArray());

@@ -50,6 +50,28 @@ public class KernelParityTests
             "out", "dwte");
     }
 
+    /// <summary>Embedding backward with repeated tokens: a token on 40 of 77 rows (spread over the whole range),
+    /// others on two or three rows, some once, an odd width. Version 2 (rows grouped by token, each run summed in
+    /// row order) must equal the twin bit for bit, and version 1 too; dwte accumulates (+=) from random values.</summary>
+    [Test]
+    public void EmbeddingBackward_RepeatedTokens_BitEqualTwinAndV1([Values(1, 37)] int c)
+    {
+        int n = 77, v = 50;
+        var tok = Enumerable.Range(0, n).Select(i => i % 2 == 0 && i < 80 ? 7 : (i * 13) % v).ToArray();
+        tok[1] = 49; tok[n - 1] = 0;                           // the vocabulary's two ends
+        var inputs = new Dictionary<string, (DType, int[], float[]?, int[]?)>
+            { ["tok"] = I(tok), ["dout"] = F(2, 1, n, c), ["dwte"] = F(3, 1, v, c) };
+        var both = TestUtil.OnBoth(inputs, (ops, t) => ops.EmbeddingBackward(t["dwte"], t["tok"], t["dout"], n, c), "dwte");
+        Assert.That(both[1].F["dwte"], Is.EqualTo(both[0].F["dwte"]), "v2 vs twin, bit for bit");
+        Assert.That(both[0].F["dwte"], Is.Not.EqualTo(inputs["dwte"].Item3), "the backward accumulates into dwte");
+        var v1 = TestUtil.OnBoth(inputs, (ops, t) =>
+        {
+            if (ops is NegDistill.Kernels.IlgpuBackend ib) ib.EmbeddingBackwardV1(t["dwte"], t["tok"], t["dout"], n, c);
+            else ops.EmbeddingBackward(t["dwte"], t["tok"], t["dout"], n, c);
+        }, "dwte");
+        Assert.That(v1[1].F["dwte"], Is.EqualTo(both[1].F["dwte"]), "v1 vs v2, bit for bit");
+    }
+
     /// <summary>RMSNorm forward and backward; rows 5 (one block of the dw sum) and 77 (three blocks, the last
     /// partial), so the kernels' version 2 dw (parts per 32 rows, added in block order) meets the twin's blocks.</summary>
     [Test]

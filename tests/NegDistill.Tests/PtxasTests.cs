@@ -54,6 +54,31 @@ public class PtxasTests
         Assert.That(r.Registers, Is.LessThanOrEqualTo(128), "two groups of 256 threads per SM need ≤ 128 registers");
     }
 
+    [TestCase("sm_80")]
+    [TestCase("sm_90")]
+    public void Float4Kernels_Use128BitLoadsAndStores(string arch)
+    {
+        // version 2 of the streaming kernels reads ArrayView<Float4>: one LDG.E.128 per operand and one STG.E.128 per
+        // output (SwiGLU backward: dg, du, dh, g, u in, dg, du out), no 32-bit global access left; version 1 has none
+        var a = KernelCatalog.Architectures.Single(x => KernelCatalog.ArchName(x) == arch);
+        PtxasResult Sass(string k) => Ptxas.Run(Bin, k, arch, KernelCatalog.CompilePtx(KernelCatalog.Find(k), a), sass: true);
+        var v2 = Sass("SwiGluKernels.BackwardV2Kernel");
+        Assert.That(v2.Clean, Is.True, v2.Log);
+        Assert.That(v2.Count("LDG.E.128"), Is.EqualTo(5), v2.Sass);
+        Assert.That(v2.Count("STG.E.128"), Is.EqualTo(2), v2.Sass);
+        // Count("LDG.E") also matches LDG.E.128
+        Assert.That(v2.Count("LDG.E") - v2.Count("LDG.E.128") + v2.Count("STG.E") - v2.Count("STG.E.128"), Is.Zero, "32-bit global accesses left in version 2");
+        foreach (var k in new[] { "SwiGluKernels.ForwardV2Kernel", "AdamWKernels.V2Kernel", "ElementwiseKernels.AxpyV2Kernel", "RmsNormKernels.ForwardV3Kernel", "RmsNormKernels.BackwardDxV3Kernel", "CrossEntropyKernels.V3Kernel" })
+        {
+            var r = Sass(k);
+            Assert.That(r.Count("LDG.E.128"), Is.GreaterThan(0), $"{k}:\n{r.Sass}");
+            Assert.That(r.Count("STG.E.128"), Is.GreaterThan(0), $"{k}:\n{r.Sass}");
+        }
+        var v1 = Sass("SwiGluKernels.BackwardKernel");
+        Assert.That(v1.Count("LDG.E.128") + v1.Count("STG.E.128"), Is.Zero, "version 1 reads one float per thread");
+        Assert.That(v1.Count("LDG.E"), Is.EqualTo(5));
+    }
+
     [Test]
     public void GlobalLoadsAreLdgAtTheEngineLevel()
     {
