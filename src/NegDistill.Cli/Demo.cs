@@ -17,6 +17,7 @@ static class Demo
         demo.Add(cmd, TestbedSettings.Keys.Seed, s => s.Seed, (s, v) => s with { Seed = v });
         demo.Add(cmd, TestbedSettings.Keys.Seeds, s => s.Seeds, (s, v) => s with { Seeds = v });
         demo.Add(cmd, TestbedSettings.Keys.Quick, s => s.Quick, (s, v) => s with { Quick = v });
+        demo.Add(cmd, TestbedSettings.Keys.SharedBase, s => s.SharedBase, (s, v) => s with { SharedBase = v });
         demo.Add(cmd, TestbedSettings.Keys.TestProblems, s => s.TestProblems, (s, v) => s with { TestProblems = v });
         demo.Add(cmd, TestbedSettings.Keys.PretrainSteps, s => s.PretrainSteps, (s, v) => s with { PretrainSteps = v });
         demo.Add(cmd, TestbedSettings.Keys.StageSteps, s => s.StageSteps, (s, v) => s with { StageSteps = v });

@@ -26,9 +26,9 @@ public sealed record RankResult(double Accuracy, double Auc, double AucLo, doubl
 public sealed record PartTime(string Part, double Seconds);
 
 /// <summary>
-/// The embedded default as a testbed (`negdistill demo`): the world and its teacher, the split, a base
-/// pretrained once on gold solutions, then for each seed every stage, baseline and ablation trained from that
-/// base through <see cref="Pipeline.Run"/>, greedy accuracy of each on the same test problems, the NCE
+/// The embedded default as a testbed (`negdistill demo`): the world and its teacher, the split, then for each
+/// seed a base pretrained on gold solutions (one for all seeds with --shared-base) and every stage, baseline and
+/// ablation trained from that base through <see cref="Pipeline.Run"/>, greedy accuracy of each on the same test problems, the NCE
 /// student's candidates voted by SC, WS and ASC at every N, and the tables: accuracy with intervals and a
 /// paired test against CoT KD, per level, the intersection analysis, the premise, the ranking model.
 /// Every part is resumable (a rerun skips what is on disk).
@@ -72,10 +72,12 @@ public static class Testbed
     {
         // weights measured on the 2-core machine (README): time per training sequence relative to a CoT KD
         // step's, per test problem decoded greedily, per candidate sampled and scored
-        double stage = s.StageSteps * s.MicroBatch, greedy = 0.85 * s.TestProblems;
-        var plan = new List<(string, double)> { ("pretrain", 1.1 * s.PretrainSteps * s.PretrainBatch), ("eval base", greedy), ("ranker", 2.0 * s.RankSteps * s.MicroBatch) };
-        foreach (ulong r in RunSeeds(s))
+        double stage = s.StageSteps * s.MicroBatch, greedy = 0.85 * s.TestProblems, pretrain = 1.1 * s.PretrainSteps * s.PretrainBatch;
+        var seeds = RunSeeds(s);
+        var plan = new List<(string, double)> { (BasePart(s, seeds[0], "pretrain"), pretrain), (BasePart(s, seeds[0], "eval base"), greedy), ("ranker", 2.0 * s.RankSteps * s.MicroBatch) };
+        foreach (ulong r in seeds)
         {
+            if (!s.SharedBase && r != seeds[0]) { plan.Add((BasePart(s, r, "pretrain"), pretrain)); plan.Add((BasePart(s, r, "eval base"), greedy)); }
             foreach (var st in SeedStages())
                 plan.Add(($"seed {r}: {st.Name}", st.Name switch
                 {
@@ -90,6 +92,9 @@ public static class Testbed
         }
         return plan;
     }
+
+    /// <summary>The name of a base's part in the plan: once for the run, or once per seed.</summary>
+    static string BasePart(TestbedSettings s, ulong seed, string part) => s.SharedBase ? part : $"seed {seed}: {part}";
 
     /// <summary>The paper's ablations, each paired with the full method it removes a part from: (ablation, full).</summary>
     public static readonly IReadOnlyList<(string Ablation, string Full)> Ablations = [("nat-noneg", "nat"), ("nat-fixed", "nat"), ("nce-beta0", "nce"), ("nat", "kd"), ("nce", "nat")];
@@ -124,40 +129,51 @@ public static class Testbed
         report.Line(premiseTable);
         var held = new DatasetSplitter().Split(world.RankRecords);
 
-        // 2. the tokenizer, the backend (once, for everything below) and the base, pretrained once on gold solutions
+        // 2. the tokenizer, the backend (once, for everything below) and the bases, pretrained on gold solutions
         var tok = new PhraseTokenizer(ArithmeticWorld.Phrases);
         var cfg = opt.Shape(tok.VocabSize);
         using var ops = Backends.Create(device.Device);
-        string baseDir = Path.Combine(opt.Out, "base");
-        Timed(times, "pretrain", report, () =>
-        {
-            if (File.Exists(Path.Combine(baseDir, "config.json"))) { report.Line("base: complete, skipped"); return true; }
-            Pretrain(opt, world, tok, cfg, ops, baseDir, report, cancel);
-            return false;
-        });
-        var @base = BaseModel.Open(baseDir, minPositions: train.Cutoff);
-        report.Line($"base: {cfg.ParameterCount:N0} parameters (dim {cfg.Dim}, {cfg.Layers} layers, {cfg.Heads} heads, FFN {cfg.FfnDim}, vocabulary {cfg.Vocab}: bytes + {tok.Phrases.Count} phrases), from {baseDir}");
         var test = world.TestQuestions;
         var voted = test.Take(opt.VoteProblems).ToList();
         var level = world.Test.Select(p => p.Level).ToArray();
-        bool[] baseCorrect = [];
-        Timed(times, "eval base", report, () =>
+        // a base per seed (each seed a whole replicate: pretraining, stages, evaluation), or one for every seed
+        var bases = new Dictionary<ulong, (BaseModel Model, bool[] Correct)>();
+        (BaseModel Model, bool[] Correct) BaseOf(ulong seed)
         {
-            bool skip = GreedyDone(Path.Combine(opt.Out, "eval", "base.greedy.jsonl"), test);
-            baseCorrect = Greedy(() => @base.Load(ops, opt.Seed), tok, test, opt.MaxNewTokens, Path.Combine(opt.Out, "eval", "base.greedy.jsonl"));
-            return skip;
-        });
-        report.Line($"base greedy accuracy: {100.0 * baseCorrect.Count(c => c) / test.Count:F1} % on {test.Count} test problems");
+            if (bases.TryGetValue(opt.SharedBase ? seeds[0] : seed, out var have)) return have;
+            ulong pretrainSeed = opt.SharedBase ? opt.Seed : seed;
+            string root = opt.SharedBase ? opt.Out : Path.Combine(opt.Out, $"seed-{seed}");
+            string baseDir = Path.Combine(root, "base");
+            Timed(times, BasePart(opt, seed, "pretrain"), report, () =>
+            {
+                if (File.Exists(Path.Combine(baseDir, "config.json"))) { report.Line($"{baseDir}: complete, skipped"); return true; }
+                Pretrain(opt, pretrainSeed, world, tok, cfg, ops, root, report, cancel);
+                return false;
+            });
+            var model = BaseModel.Open(baseDir, minPositions: train.Cutoff);
+            report.Line($"base: {cfg.ParameterCount:N0} parameters (dim {cfg.Dim}, {cfg.Layers} layers, {cfg.Heads} heads, FFN {cfg.FfnDim}, vocabulary {cfg.Vocab}: bytes + {tok.Phrases.Count} phrases), from {baseDir}");
+            bool[] ok = [];
+            string greedyPath = Path.Combine(root, "eval", "base.greedy.jsonl");
+            Timed(times, BasePart(opt, seed, "eval base"), report, () =>
+            {
+                bool skip = GreedyDone(greedyPath, test);
+                ok = Greedy(() => model.Load(ops, pretrainSeed), tok, test, opt.MaxNewTokens, greedyPath);
+                return skip;
+            });
+            report.Line($"{BasePart(opt, seed, "base")} greedy accuracy: {100.0 * ok.Count(c => c) / test.Count:F1} % on {test.Count} test problems");
+            return bases[opt.SharedBase ? seeds[0] : seed] = (model, ok);
+        }
+        var firstBase = BaseOf(seeds[0]).Model;
 
-        // 3. the ranking model, once (like the base), judged on the teacher's rationales of problems outside the training data
-        StageContext Context(ulong seed, string dir) => new()
+        // 3. the ranking model, once (on the first seed's base), judged on the teacher's rationales of problems outside the training data
+        StageContext Context(ulong seed, string dir, BaseModel @base) => new()
         {
             Ops = ops, Base = @base, OutDir = dir, Report = report, Cancel = cancel,
             Batcher = new Batcher(tok, new BatchingOptions { CutoffLength = train.Cutoff, BatchSize = opt.MicroBatch, Seed = seed, LossMask = opt.StageLoss }),
             Loop = train.ForTrainer(seed), Lora = new LoraSettings().ToConfig(), Positives = split.Positives, Negatives = split.Negatives,
             TeacherData = teacherPath, AugmentQuestions = train.AugmentQuestions, AugmentMaxNewTokens = train.AugmentMaxNewTokens, CheckPlans = false,
         };
-        var rankCtx = Context(opt.Seed, Path.Combine(opt.Out, "ranker"));
+        var rankCtx = Context(opt.Seed, Path.Combine(opt.Out, "ranker"), firstBase);
         var rank = new RankStage(new RankStage.HeldOut(held.Positives, held.Negatives, $"rationales of {world.Rank.Count} problems outside the training data"), opt.RankSteps);
         Timed(times, "ranker", report, () =>
         {
@@ -170,12 +186,13 @@ public static class Testbed
         var ranker = new RankResult(rank.HeldOutResult!.Value.Accuracy, rank.HeldOutResult.Value.Auc, aucLo, aucHi, rankLabels.Length, rankLabels.Count(l => l));
         var logs = rankCtx.Log.ToList();
 
-        // 4. every stage, baseline and ablation, for each seed, from the same base
+        // 4. every stage, baseline and ablation, for each seed, from its base
         var correct = Models.ToDictionary(m => m.Stage, _ => new List<bool[]>());
         var curves = new Dictionary<VoteMethod, List<double[]>> { [VoteMethod.Sc] = [], [VoteMethod.Ws] = [], [VoteMethod.Asc] = [] };
         foreach (ulong seed in seeds)
         {
-            var ctx = Context(seed, Path.Combine(opt.Out, $"seed-{seed}"));
+            var (seedBase, baseCorrect) = BaseOf(seed);
+            var ctx = Context(seed, Path.Combine(opt.Out, $"seed-{seed}"), seedBase);
             foreach (var stage in SeedStages())
             {
                 Timed(times, $"seed {seed}: {stage.Name}", report, () =>
@@ -203,7 +220,7 @@ public static class Testbed
             {
                 var job = new EvalJob
                 {
-                    Ops = ops, Base = @base, Student = StageCatalog.Find(Student)!.Result(ctx), Ranker = rank.Result(rankCtx), OutDir = ctx.Dir("votes"), Seed = seed, Label = Student,
+                    Ops = ops, Base = seedBase, Student = StageCatalog.Find(Student)!.Result(ctx), Ranker = rank.Result(rankCtx), OutDir = ctx.Dir("votes"), Seed = seed, Label = Student,
                     Settings = new EvalSettings { Task = "math", N = opt.Samples, MaxNewTokens = opt.MaxNewTokens }, ScoreCutoff = train.Cutoff, ScoreBatch = 64, Report = report,
                 };
                 bool skip = File.Exists(Asc.ScoredPath(job.OutDir, Student)) && CandidateJsonl.ReadAll(Asc.ScoredPath(job.OutDir, Student)).Count == voted.Count * opt.Samples;
@@ -240,7 +257,7 @@ public static class Testbed
 
     /// <summary>Bumped when the world, the tokenizer or what a part writes changes, so that a folder made by
     /// another version of the testbed is not resumed as if it were this one's.</summary>
-    public const int Format = 2;
+    public const int Format = 3;
 
     /// <summary>The settings a run's files depend on, as text: every resolved setting but the output folder and
     /// the number of seeds (each seed's parts live in their own folder), and the testbed's format.</summary>
@@ -292,16 +309,19 @@ public static class Testbed
 
     /// <summary>The base from scratch: cross-entropy on the rationales of gold solutions to the pretraining
     /// problems (every level), each seen once. The loss leaves the question out: the base is taught to answer.</summary>
-    static void Pretrain(TestbedSettings opt, TestbedWorld world, PhraseTokenizer tok, LlamaConfig cfg, IBackend ops, string baseDir, IReporter report, CancellationToken cancel)
+    /// <summary>Pretrains a base from <paramref name="seed"/> (initial weights and batch order; the corpus is the
+    /// world's) into ROOT/base, its checkpoints in ROOT/pretrain.</summary>
+    static void Pretrain(TestbedSettings opt, ulong seed, TestbedWorld world, PhraseTokenizer tok, LlamaConfig cfg, IBackend ops, string root, IReporter report, CancellationToken cancel)
     {
-        using var model = new LlamaModel(ops, cfg, DType.F32, trainBase: true, seed: opt.Seed);
-        var batcher = new Batcher(tok, new BatchingOptions { CutoffLength = opt.Cutoff, BatchSize = opt.PretrainBatch, Seed = opt.Seed, LossMask = LossMaskMode.RationaleOnly });
+        string baseDir = Path.Combine(root, "base");
+        using var model = new LlamaModel(ops, cfg, DType.F32, trainBase: true, seed: seed);
+        var batcher = new Batcher(tok, new BatchingOptions { CutoffLength = opt.Cutoff, BatchSize = opt.PretrainBatch, Seed = seed, LossMask = LossMaskMode.RationaleOnly });
         var pretrain = new TrainConfig
         {
             Steps = opt.PretrainSteps, MicroBatch = opt.PretrainBatch, EffectiveBatch = opt.PretrainBatch, LearningRate = opt.PretrainLr,
-            WarmupSteps = Math.Max(1, opt.PretrainSteps / 10), CheckpointEvery = Math.Max(1, opt.PretrainSteps / 4), Seed = opt.Seed,
+            WarmupSteps = Math.Max(1, opt.PretrainSteps / 10), CheckpointEvery = Math.Max(1, opt.PretrainSteps / 4), Seed = seed,
         };
-        var tr = new Trainer(model, new CrossEntropyHead(), pretrain, Path.Combine(opt.Out, "pretrain"));
+        var tr = new Trainer(model, new CrossEntropyHead(), pretrain, Path.Combine(root, "pretrain"));
         Stage.Fit(report, "pretrain", tr, new BatchSource(batcher, batcher.EncodeAll(world.Pretrain.Select(TestbedWorld.GoldPair))), cancel);
         ModelIO.SaveBase(model, baseDir);
         tok.Save(baseDir);
@@ -363,7 +383,7 @@ public static class Testbed
         sb.AppendLine($"`{Command()}` — {DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", Inv)}, {Machine()}, {Isa()}; wall time {(int)wall.TotalMinutes} min {wall.Seconds} s; world seed {opt.Seed}, run seeds {string.Join(", ", seeds)}.");
         sb.AppendLine();
         sb.AppendLine($"World: {world.Train.Count} training problems × 8 teacher rationales, {world.Test.Count} test problems ({world.Test.Count / ArithmeticWorld.MaxLevel} per level 1–5), "
-            + $"base pretrained on gold solutions of {world.Pretrain.Count} other problems of levels 1–{opt.PretrainMaxLevel} ({opt.PretrainSteps} steps of {opt.PretrainBatch}); student {cfg.ParameterCount:N0} parameters "
+            + $"{(opt.SharedBase ? "one base" : "a base per seed")} pretrained on gold solutions of {world.Pretrain.Count} other problems of levels 1–{opt.PretrainMaxLevel} ({opt.PretrainSteps} steps of {opt.PretrainBatch}); student {cfg.ParameterCount:N0} parameters "
             + $"(dim {cfg.Dim}, {cfg.Layers} layers, vocabulary {cfg.Vocab}: bytes + {tok.Phrases.Count} phrases); every stage {opt.StageSteps} steps of {opt.MicroBatch} sequences, LoRA r 8 on q_proj/v_proj, lr {opt.StageLr.ToString(Inv)}.");
         sb.AppendLine();
         sb.AppendLine("## The teacher's data (the premise)");
@@ -372,7 +392,8 @@ public static class Testbed
         sb.AppendLine($"## Greedy accuracy on {world.Test.Count} test problems");
         sb.AppendLine();
         sb.AppendLine(TestbedReport.AccuracyTable(accuracy, "CoT KD", seeds.Length, world.Test.Count));
-        sb.AppendLine("Δ and McNemar's exact test pair each method with CoT KD on the same (problem, seed); the bootstrap resamples problems (all seeds of a problem together). L1–L5: pooled accuracy % per level (number of steps). The base is one model (pretrained once), so its sd is 0.");
+        sb.AppendLine("Δ and McNemar's exact test pair each method with CoT KD on the same (problem, seed); the bootstrap resamples problems (all seeds of a problem together). L1–L5: pooled accuracy % per level (number of steps). "
+            + (opt.SharedBase ? "The base is one model (pretrained once, --shared-base), so its sd is 0 and the other rows' sd leaves out base-to-base variation." : "Each seed pretrains its own base, so the sd covers pretraining as well as the stages.") + "");
         sb.AppendLine();
         sb.AppendLine("## The ablations against the method they take a part from (paired, same problems and seeds)");
         sb.AppendLine();

@@ -11,8 +11,11 @@ public sealed record TestbedSettings
     public string Out { get; init; } = "runs/demo";
     /// <summary>The world's seed (problems, teacher, test set) and the base's; run seeds are Seed, Seed + 1, …</summary>
     public ulong Seed { get; init; } = 1;
-    /// <summary>Training runs of every stage, each from the same base with its own seed.</summary>
+    /// <summary>Replicates: each seed pretrains its own base and trains every stage from it.</summary>
     public int Seeds { get; init; } = 3;
+    /// <summary>One base for every seed (pretrained from <see cref="Seed"/>): faster, but the sd across seeds then
+    /// leaves out the variation between pretraining runs.</summary>
+    public bool SharedBase { get; init; }
     public bool Quick { get; init; }
     public int TrainProblems { get; init; } = 400;
     public int TestProblems { get; init; } = 500;
@@ -43,7 +46,8 @@ public sealed record TestbedSettings
     {
         public static readonly SettingInfo Out = new("--out", null, "output folder");
         public static readonly SettingInfo Seed = new("--seed", null, "seed of the world and the base; the run seeds are this, this + 1, …");
-        public static readonly SettingInfo Seeds = new("--seeds", null, "training runs of every stage (each from the same base with its own seed); the tables give mean ± sd across them");
+        public static readonly SettingInfo Seeds = new("--seeds", null, "replicates (each pretrains its own base and trains every stage from it); the tables give mean ± sd across them");
+        public static readonly SettingInfo SharedBase = new("--shared-base", null, "pretrain one base for every seed (faster; the sd then leaves out base-to-base variation)");
         public static readonly SettingInfo Quick = new("--quick", null, "a shortened run (under a minute) that exercises every step; for CI");
         public static readonly SettingInfo TestProblems = new("--test-problems", null, "held-out test problems (balanced over the 5 levels)");
         public static readonly SettingInfo PretrainSteps = new("--pretrain-steps", null, "optimiser steps of the base's pretraining");
