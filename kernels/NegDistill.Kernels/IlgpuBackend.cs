@@ -154,7 +154,8 @@ public sealed class IlgpuBackend : IBackend
     /// gpu-check sets it to check and time each). Auto: cuBLASLt where it loaded, else version 2 where its
     /// preconditions hold (16-bit B on CUDA), else version 1.</summary>
     public MatMulKernels.Version MatMulVersion { get; set; }
-    /// <summary>Which group reduction the per-row kernels use (RMSNorm forward and dx, cross-entropy, NCE):
+    /// <summary>Which group reduction the per-row kernels use (RMSNorm forward and dx, cross-entropy, NCE, NAT's
+    /// integration unit, and the Σx, Σx², non-finite reductions):
     /// version 2 (warp shuffles) by default; gpu-check sets version 1 (shared-memory tree) to check and time it.</summary>
     public GroupReduce.Version RowReduceVersion { get; set; } = GroupReduce.Version.V2Warp;
     /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW; RMSNorm forward and
@@ -281,9 +282,9 @@ public sealed class IlgpuBackend : IBackend
 
     public void Axpy(Tensor y, Tensor x, float a, long n) => _ew.Axpy(F(y), F(x), a, n, StreamVersion);
     public void Scale(Tensor y, float a, long n) => _ew.Scale(F(y), a, n, StreamVersion);
-    public double SumSquares(Tensor x, long n) => _ew.Reduce(F(x), n, 0);
-    public double Sum(Tensor x, long n) => _ew.Reduce(F(x), n, 2);
-    public bool HasNonFinite(Tensor x, long n) => _ew.Reduce(F(x), n, 1) > 0;
+    public double SumSquares(Tensor x, long n) => _ew.Reduce(F(x), n, 0, RowReduceVersion);
+    public double Sum(Tensor x, long n) => _ew.Reduce(F(x), n, 2, RowReduceVersion);
+    public bool HasNonFinite(Tensor x, long n) => _ew.Reduce(F(x), n, 1, RowReduceVersion) > 0;
 
     public void MatMul(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, float alpha = 1f, float beta = 0f)
     {
@@ -435,14 +436,14 @@ public sealed class IlgpuBackend : IBackend
     {
         foreach (var t in new[] { mix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationForward");
         aNeg.Expect(n, "IntegrationForward aNeg");
-        _nat.Forward(F(mix), F(aNeg), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), n, d, beta, invTemp);
+        _nat.Forward(F(mix), F(aNeg), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), n, d, beta, invTemp, RowReduceVersion);
     }
     public void IntegrationBackward(Tensor dq, Tensor dkPos, Tensor dkNeg, Tensor duPos, Tensor duNeg, Tensor dmix,
         Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, Tensor aNeg, int n, int d, float beta, float invTemp)
     {
         foreach (var t in new[] { dq, dkPos, dkNeg, duPos, duNeg, dmix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationBackward");
         aNeg.Expect(n, "IntegrationBackward aNeg");
-        _nat.Backward(F(dq), F(dkPos), F(dkNeg), F(duPos), F(duNeg), F(dmix), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), F(aNeg), n, d, beta, invTemp);
+        _nat.Backward(F(dq), F(dkPos), F(dkNeg), F(duPos), F(duNeg), F(dmix), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), F(aNeg), n, d, beta, invTemp, RowReduceVersion);
     }
 
     public void Dispose()

@@ -420,24 +420,27 @@ public static class OpCases
             };
         int d = s.Label == "tiny" ? 8 : 128;
         long nd = (long)n * d;
-        yield return new OpCase
+        foreach (var (v1, label) in new[] { (false, "v2: warp shuffles"), (true, "v1: shared-memory trees") })
         {
-            Family = "Integration", Name = "forward", Shape = $"{n}×{d}",
-            Inputs = () => new() { ["q"] = R(1, n, d), ["kp"] = R(1, n, d), ["kn"] = R(1, n, d), ["up"] = R(2, n, d), ["un"] = R(2, n, d), ["mix"] = Out(n, d), ["a"] = Out(n) },
-            Run = (o, t) => o.IntegrationForward(t["mix"], t["a"], t["q"], t["kp"], t["kn"], t["up"], t["un"], n, d, 0.5f, 1f), Outputs = ["mix", "a"], Poisoned = ["mix", "a"],
-            Flops = 20.0 * nd, Bytes = 24.0 * nd,
-        };
-        yield return new OpCase
-        {
-            Family = "Integration", Name = "backward", Shape = $"{n}×{d}",
-            Inputs = () => new()
+            yield return new OpCase
             {
-                ["q"] = R(1, n, d), ["kp"] = R(1, n, d), ["kn"] = R(1, n, d), ["up"] = R(2, n, d), ["un"] = R(2, n, d), ["a"] = Pos(n, 0.1f, 0.9f), ["dmix"] = R(1, n, d),
-                ["dq"] = R(1, n, d), ["dkp"] = R(1, n, d), ["dkn"] = R(1, n, d), ["dup"] = R(1, n, d), ["dun"] = R(1, n, d),
-            },
-            Run = (o, t) => o.IntegrationBackward(t["dq"], t["dkp"], t["dkn"], t["dup"], t["dun"], t["dmix"], t["q"], t["kp"], t["kn"], t["up"], t["un"], t["a"], n, d, 0.5f, 1f),
-            Outputs = ["dq", "dkp", "dkn", "dup", "dun"], Flops = 40.0 * nd, Bytes = 68.0 * nd,
-        };
+                Family = "Integration", Name = $"forward ({label})", Shape = $"{n}×{d}",
+                Inputs = () => new() { ["q"] = R(1, n, d), ["kp"] = R(1, n, d), ["kn"] = R(1, n, d), ["up"] = R(2, n, d), ["un"] = R(2, n, d), ["mix"] = Out(n, d), ["a"] = Out(n) },
+                Run = (o, t) => RowReduce(o, v1, () => o.IntegrationForward(t["mix"], t["a"], t["q"], t["kp"], t["kn"], t["up"], t["un"], n, d, 0.5f, 1f)), Outputs = ["mix", "a"], Poisoned = ["mix", "a"],
+                Flops = 20.0 * nd, Bytes = 24.0 * nd,
+            };
+            yield return new OpCase
+            {
+                Family = "Integration", Name = $"backward ({label})", Shape = $"{n}×{d}",
+                Inputs = () => new()
+                {
+                    ["q"] = R(1, n, d), ["kp"] = R(1, n, d), ["kn"] = R(1, n, d), ["up"] = R(2, n, d), ["un"] = R(2, n, d), ["a"] = Pos(n, 0.1f, 0.9f), ["dmix"] = R(1, n, d),
+                    ["dq"] = R(1, n, d), ["dkp"] = R(1, n, d), ["dkn"] = R(1, n, d), ["dup"] = R(1, n, d), ["dun"] = R(1, n, d),
+                },
+                Run = (o, t) => RowReduce(o, v1, () => o.IntegrationBackward(t["dq"], t["dkp"], t["dkn"], t["dup"], t["dun"], t["dmix"], t["q"], t["kp"], t["kn"], t["up"], t["un"], t["a"], n, d, 0.5f, 1f)),
+                Outputs = ["dq", "dkp", "dkn", "dup", "dun"], Flops = 40.0 * nd, Bytes = 68.0 * nd,
+            };
+        }
         long ne = s.Label == "tiny" ? 1000 : 1L << 24;
         // the scale runs over ne − 1 values: version 2 falls back to version 1 there (odd length)
         foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
@@ -448,19 +451,20 @@ public static class OpCases
                 Run = (o, t) => StreamV1(o, v1, () => { o.Axpy(t["y"], t["x"], 0.5f, ne); o.Scale(t["y"], 2f, ne - 1); o.Fill(t["f"], 3f); }), Outputs = ["y", "f"], Poisoned = ["f"],
                 Flops = 3.0 * ne, Bytes = 24.0 * ne,
             };
-        yield return new OpCase
-        {
-            Family = "Elementwise", Name = "Σx, Σx², non-finite scan", Shape = $"{ne} values",
-            Inputs = () => new() { ["x"] = R(1, (int)ne), ["sums"] = Out(3) },
-            // the three reductions return doubles; they are written into a tensor so that the
-            // comparison machinery sees them like any output
-            Run = (o, t) =>
+        foreach (var (v1, label) in new[] { (false, "v2: warp shuffles"), (true, "v1: shared-memory trees") })
+            yield return new OpCase
             {
-                double a = o.Sum(t["x"], ne), b = o.SumSquares(t["x"], ne), c = o.HasNonFinite(t["x"], ne) ? 1 : 0;
-                o.Upload(t["sums"], new[] { (float)a, (float)b, (float)c });
-            },
-            Outputs = ["sums"], Poisoned = ["sums"], Flops = 3.0 * ne, Bytes = 12.0 * ne,
-        };
+                Family = "Elementwise", Name = $"Σx, Σx², non-finite scan ({label})", Shape = $"{ne} values",
+                Inputs = () => new() { ["x"] = R(1, (int)ne), ["sums"] = Out(3) },
+                // the three reductions return doubles; they are written into a tensor so that the
+                // comparison machinery sees them like any output
+                Run = (o, t) => RowReduce(o, v1, () =>
+                {
+                    double a = o.Sum(t["x"], ne), b = o.SumSquares(t["x"], ne), c = o.HasNonFinite(t["x"], ne) ? 1 : 0;
+                    o.Upload(t["sums"], new[] { (float)a, (float)b, (float)c });
+                }),
+                Outputs = ["sums"], Poisoned = ["sums"], Flops = 3.0 * ne, Bytes = 12.0 * ne,
+            };
         long nw = s.Label == "tiny" ? 1000 : (long)F * C;
         yield return new OpCase
         {
@@ -512,6 +516,12 @@ public static class OpCases
     }
 
     static int[] Tokens(int n, int v) => Enumerable.Range(0, n).Select(i => (int)(CounterRng.Hash(3, (ulong)i) % (ulong)v)).ToArray();
+    /// <summary>Runs <paramref name="run"/> at group reduction version 1 when <paramref name="v1"/>, else as it is.</summary>
+    static void RowReduce(IBackend o, bool v1, Action run)
+    {
+        if (v1) RowReduceV1(o, run); else run();
+    }
+
     /// <summary>Runs <paramref name="run"/> with the per-row kernels' group reductions at version 1 (shared-memory
     /// tree) on the kernels backend; the twin has one form.</summary>
     static void RowReduceV1(IBackend o, Action run)
