@@ -158,7 +158,7 @@ public sealed class IlgpuBackend : IBackend
     /// integration unit, and the Σx, Σx², non-finite reductions):
     /// version 2 (warp shuffles) by default; gpu-check sets version 1 (shared-memory tree) to check and time it.</summary>
     public GroupReduce.Version RowReduceVersion { get; set; } = GroupReduce.Version.V2Warp;
-    /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW; RMSNorm forward and
+    /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW, dropout; RMSNorm forward and
     /// dx and cross-entropy take version 3, float4 on top of the warp shuffles, with <see cref="RowReduceVersion"/> 2): version 2
     /// (four floats per thread, 128-bit loads) where <see cref="Wide.Fits"/> holds, by default; gpu-check sets
     /// version 1 (one float per thread) to check and time it.</summary>
@@ -421,8 +421,8 @@ public sealed class IlgpuBackend : IBackend
 
     public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n, StreamVersion);
     public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => _swiglu.Backward(F(dgate), F(dup), F(dh), F(gate), F(up), n, StreamVersion);
-    public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => _drop.Forward(F(y), F(x), p, seed, n);
-    public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n);
+    public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => _drop.Forward(F(y), F(x), p, seed, n, StreamVersion);
+    public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n, StreamVersion);
     public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, double weight, bool computeGrad)
         => _ce.Fused(F(logits), F(losses), I(targets), n, v, (float)weight, computeGrad, RowReduceVersion, StreamVersion);
     public void NceKl(Tensor zNat, Tensor zNeg, Tensor kl, int n, int v, float temperature)

@@ -347,18 +347,21 @@ public static class OpCases
                 Run = (o, t) => StreamV1(o, v1, () => o.SwiGluBackward(t["dg"], t["du"], t["dh"], t["g"], t["u"], nf)), Outputs = ["dg", "du"], Flops = 10.0 * nf, Bytes = 28.0 * nf,
             };
         }
-        yield return new OpCase
+        foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
         {
-            Family = "Dropout", Name = "forward", Shape = rows,
-            Inputs = () => new() { ["x"] = R(1, n, C), ["y"] = Out(n, C) },
-            Run = (o, t) => o.DropoutForward(t["y"], t["x"], 0.05f, 1234, nc), Outputs = ["y"], Poisoned = ["y"], Bytes = 8.0 * nc,
-        };
-        yield return new OpCase
-        {
-            Family = "Dropout", Name = "backward", Shape = rows,
-            Inputs = () => new() { ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
-            Run = (o, t) => o.DropoutBackward(t["dx"], t["dy"], 0.05f, 1234, nc), Outputs = ["dx"], Bytes = 12.0 * nc,
-        };
+            yield return new OpCase
+            {
+                Family = "Dropout", Name = $"forward ({label})", Shape = rows,
+                Inputs = () => new() { ["x"] = R(1, n, C), ["y"] = Out(n, C) },
+                Run = (o, t) => StreamV1(o, v1, () => o.DropoutForward(t["y"], t["x"], 0.05f, 1234, nc)), Outputs = ["y"], Poisoned = ["y"], Bytes = 8.0 * nc,
+            };
+            yield return new OpCase
+            {
+                Family = "Dropout", Name = $"backward ({label})", Shape = rows,
+                Inputs = () => new() { ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
+                Run = (o, t) => StreamV1(o, v1, () => o.DropoutBackward(t["dx"], t["dy"], 0.05f, 1234, nc)), Outputs = ["dx"], Bytes = 12.0 * nc,
+            };
+        }
         var targets = Targets(n, V);
         // version 3 needs V a multiple of 4: 32,000 is; the tiny vocabulary (70) is not and runs version 2 there
         yield return new OpCase

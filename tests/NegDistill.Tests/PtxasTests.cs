@@ -79,6 +79,24 @@ public class PtxasTests
         Assert.That(v1.Count("LDG.E"), Is.EqualTo(5));
     }
 
+    [TestCase("sm_80")]
+    [TestCase("sm_90")]
+    public void DropoutV2_OnlyUses128BitGlobalAccesses(string arch)
+    {
+        // version 2 of dropout: the mask hash runs in registers; backward reads dy and dx as one LDG.E.128 each and
+        // writes dx as one STG.E.128, forward one of each; no 32-bit global access
+        var a = KernelCatalog.Architectures.Single(x => KernelCatalog.ArchName(x) == arch);
+        PtxasResult Sass(string k) => Ptxas.Run(Bin, k, arch, KernelCatalog.CompilePtx(KernelCatalog.Find(k), a), sass: true);
+        foreach (var (k, loads, stores) in new[] { ("DropoutKernels.BackwardV2Kernel", 2, 1), ("DropoutKernels.ForwardV2Kernel", 1, 1) })
+        {
+            var r = Sass(k);
+            Assert.That(r.Clean, Is.True, r.Log);
+            Assert.That(r.Count("LDG.E.128"), Is.EqualTo(loads), $"{k}:\n{r.Sass}");
+            Assert.That(r.Count("STG.E.128"), Is.EqualTo(stores), $"{k}:\n{r.Sass}");
+            Assert.That(r.Count("LDG.E") - r.Count("LDG.E.128") + r.Count("STG.E") - r.Count("STG.E.128"), Is.Zero, $"{k}: 32-bit global accesses left");
+        }
+    }
+
     [Test]
     public void GlobalLoadsAreLdgAtTheEngineLevel()
     {

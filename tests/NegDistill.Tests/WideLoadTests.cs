@@ -6,7 +6,7 @@ using NegDistill.Runtime;
 namespace NegDistill.Tests;
 
 /// <summary>
-/// The streaming kernels' version 2 (<see cref="Float4"/>: four floats per thread, 128-bit loads): each v2 kernel,
+/// The streaming kernels' version 2 (<see cref="Float4"/>: four floats per thread, 128-bit loads; dropout included): each v2 kernel,
 /// launched directly on ILGPU's CPU accelerator, gives version 1's bits; <see cref="Wide.Fits"/> takes the v2 path
 /// only for lengths that are multiples of 4 on 16-byte-aligned views; through the backend, aligned lengths (v2),
 /// odd lengths and odd offsets (the version 1 fallback) agree with the CPU twin. That the SASS holds LDG.E.128 and
@@ -81,6 +81,23 @@ public class WideLoadTests
             Assert.That(Get(m2), Is.EqualTo(Get(m1)), "AdamW m");
             Assert.That(Get(v2), Is.EqualTo(Get(v1)), "AdamW v");
             Assert.That(Get(p1), Is.Not.EqualTo(TestUtil.Rand(n, 7)), "AdamW moved the parameters");
+        }
+        // dropout forward and backward, p = 0.3 (every element of a Float4 hashed by its own index) and p = 0
+        foreach (float p in new[] { 0.3f, 0f })
+        {
+            using var x = Buf(n, 12); using var y1 = Acc.Allocate1D<float>(n); using var y2 = Acc.Allocate1D<float>(n);
+            using var dy = Buf(n, 13); using var dx1 = Buf(n, 14); using var dx2 = Buf(n, 14);
+            var f1 = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, float, ulong>(DropoutKernels.ForwardKernel);
+            var f2 = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<Float4>, ArrayView<Float4>, float, ulong>(DropoutKernels.ForwardV2Kernel);
+            var b1 = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, float, ulong>(DropoutKernels.BackwardKernel);
+            var b2 = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<Float4>, ArrayView<Float4>, float, ulong>(DropoutKernels.BackwardV2Kernel);
+            f1(n, y1.View, x.View, p, 77); f2(n / 4, W(y2), W(x), p, 77);
+            b1(n, dx1.View, dy.View, p, 77); b2(n / 4, W(dx2), W(dy), p, 77);
+            Assert.That(Get(y2), Is.EqualTo(Get(y1)), $"dropout forward, p = {p}");
+            Assert.That(Get(dx2), Is.EqualTo(Get(dx1)), $"dropout backward, p = {p}");
+            int dropped = Get(y1).Count(v => v == 0f);
+            if (p > 0f) Assert.That(dropped, Is.InRange(n / 6, n / 2), "about 30 % dropped");
+            else Assert.That(Get(y1), Is.EqualTo(TestUtil.Rand(n, 12)), "p = 0 copies");
         }
         // fill, axpy, scale
         {
@@ -174,8 +191,9 @@ public class WideLoadTests
             ["p"] = (DType.F32, [len], TestUtil.Rand(len, 7), null), ["m"] = (DType.F32, [len], TestUtil.Rand(len, 8, 0.1f), null),
             ["v"] = (DType.F32, [len], TestUtil.Rand(len, 9, 0.01f).Select(MathF.Abs).ToArray(), null),
             ["y"] = (DType.F32, [len], TestUtil.Rand(len, 10), null), ["f"] = (DType.F32, [len], TestUtil.Rand(len, 11), null),
+            ["dr"] = (DType.F32, [len], TestUtil.Rand(len, 12), null), ["dd"] = (DType.F32, [len], TestUtil.Rand(len, 13), null),
         };
-        string[] outs = ["h", "dg", "du", "p", "m", "v", "y", "f"];
+        string[] outs = ["h", "dg", "du", "p", "m", "v", "y", "f", "dr", "dd"];
         var both = TestUtil.OnBoth(inputs, (ops, t) =>
         {
             Tensor V(string k) => ops.View(t[k], offset, n);
@@ -185,6 +203,8 @@ public class WideLoadTests
             ops.Axpy(V("y"), V("u"), 0.5f, n);
             ops.Scale(V("y"), 2f, n);
             ops.Fill(V("f"), 3f);
+            ops.DropoutForward(V("dr"), V("u"), 0.25f, 9, n);
+            ops.DropoutBackward(V("dd"), V("dh"), 0.25f, 9, n);
         }, outs);
         foreach (var o in outs)
         {
