@@ -8,7 +8,8 @@ namespace NegDistill.Kernels;
 /// included: src/NegDistill.Core/Ops/Nce.cs. Both kernels run one group per token row with strided,
 /// coalesced loops over the vocabulary (thread j of G reads entries j, j+G, ...) and group
 /// reductions: version 1 (KlKernel, DistillKernel) by GroupReduce's shared-memory tree, version 2 (KlV2Kernel,
-/// DistillV2Kernel, the default) by its warp shuffles; the group size G is read at run time (16 on ILGPU's CPU accelerator, 256 on CUDA).
+/// DistillV2Kernel) by its warp shuffles, KL version 3 (KlV3Kernel, the default where V is a multiple of 4 and the rows
+/// 16-byte aligned) is version 2 with 128-bit loads; the group size G is read at run time (16 on ILGPU's CPU accelerator, 256 on CUDA).
 ///
 /// Pass 1 of each kernel is an online softmax: each thread keeps a running max and a sum of
 /// exponentials relative to it (rescaled when the max grows), and the group combines them as
@@ -78,6 +79,51 @@ public static class NceKernels
         }
         acc = GroupReduce.Sum(acc, sh, rv);
         if (Group.IdxX == 0) kl[row] = acc;
+    }
+
+    /// <summary>Version 3 of <see cref="KlKernel"/>: version 2 over <see cref="Float4"/>s (thread j reads entries
+    /// 4j … 4j+3, 4(j+G) …: another order of each sum); v = V, a multiple of 4.</summary>
+    public static void KlV3Kernel(ArrayView<Float4> zNat, ArrayView<Float4> zNeg, ArrayView<float> kl, int v, float invTau)
+    {
+        var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        int v4 = v / 4;
+        long row = Grid.IdxX, o = row * v4;
+        float mA = float.NegativeInfinity, sA = 0f, mB = float.NegativeInfinity, sB = 0f;   // A: neg, B: nat
+        for (int j = Group.IdxX; j < v4; j += Group.DimX)
+        {
+            Float4 a = zNeg[o + j], b = zNat[o + j];
+            Online(a.X * invTau, ref mA, ref sA); Online(a.Y * invTau, ref mA, ref sA);
+            Online(a.Z * invTau, ref mA, ref sA); Online(a.W * invTau, ref mA, ref sA);
+            Online(b.X * invTau, ref mB, ref sB); Online(b.Y * invTau, ref mB, ref sB);
+            Online(b.Z * invTau, ref mB, ref sB); Online(b.W * invTau, ref mB, ref sB);
+        }
+        float maxA = GroupReduce.MaxV2(mA, sh);
+        float sumA = GroupReduce.SumV2(sA * MathF.Exp(mA - maxA), sh);
+        float maxB = GroupReduce.MaxV2(mB, sh);
+        float sumB = GroupReduce.SumV2(sB * MathF.Exp(mB - maxB), sh);
+        float invA = 1f / sumA, invB = 1f / sumB;
+        float acc = 0f;
+        for (int j = Group.IdxX; j < v4; j += Group.DimX)
+        {
+            Float4 a = zNeg[o + j], b = zNat[o + j];
+            acc += (KlTerm(a.X, b.X, invTau, maxA, invA, maxB, invB) + KlTerm(a.Y, b.Y, invTau, maxA, invA, maxB, invB))
+                 + (KlTerm(a.Z, b.Z, invTau, maxA, invA, maxB, invB) + KlTerm(a.W, b.W, invTau, maxA, invA, maxB, invB));
+        }
+        acc = GroupReduce.SumV2(acc, sh);
+        if (Group.IdxX == 0) kl[row] = acc;
+    }
+
+    /// <summary>One step of the online softmax: running max m and Σexp(x − m) s.</summary>
+    static void Online(float x, ref float m, ref float s)
+    {
+        if (x > m) { s = s * MathF.Exp(m - x) + 1f; m = x; } else s += MathF.Exp(x - m);
+    }
+
+    static float KlTerm(float zNeg, float zNat, float invTau, float maxA, float invA, float maxB, float invB)
+    {
+        float pNeg = MathF.Exp(zNeg * invTau - maxA) * invA;
+        float pNat = MathF.Exp(zNat * invTau - maxB) * invB;
+        return pNeg * (MathF.Log(pNeg + Eps) - MathF.Log(pNat + Eps));
     }
 
     /// <summary>Grid: rows groups. zs (rows,V) in: logits, out: dL/dz_s when d.Grad; zNat (rows,V);
@@ -172,16 +218,24 @@ public static class NceKernels
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(KlKernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _kl2 =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(KlV2Kernel);
+        readonly Action<KernelConfig, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, int, float> _kl3 =
+            acc.LoadStreamKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, int, float>(KlV3Kernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs> _distill =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs>(DistillKernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs> _distill2 =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs>(DistillV2Kernel);
 
+        /// <summary>Version 3 when <paramref name="rv"/> and <paramref name="sv"/> are 2 and the rows fit 128-bit
+        /// accesses; else version <paramref name="rv"/>.</summary>
         public void Kl(ArrayView<float> zNat, ArrayView<float> zNeg, ArrayView<float> kl, int n, int v, float temperature,
-            GroupReduce.Version rv = GroupReduce.Version.V2Warp)
+            GroupReduce.Version rv = GroupReduce.Version.V2Warp, Wide.Version sv = Wide.Version.V2Float4)
         {
             CheckTemperature(temperature);
-            if (n > 0) (rv == GroupReduce.Version.V1Tree ? _kl : _kl2)(new KernelConfig(n, group), zNat, zNeg, kl, v, 1f / temperature);
+            if (n <= 0) return;
+            long nv = (long)n * v;
+            if (rv == GroupReduce.Version.V2Warp && sv == Wide.Version.V2Float4 && (v & 3) == 0 && Wide.Fits(nv, zNat, zNeg))
+                _kl3(new KernelConfig(n, group), Wide.As4(zNat, nv), Wide.As4(zNeg, nv), kl, v, 1f / temperature);
+            else (rv == GroupReduce.Version.V1Tree ? _kl : _kl2)(new KernelConfig(n, group), zNat, zNeg, kl, v, 1f / temperature);
         }
 
         public void Distill(ArrayView<float> zs, ArrayView<float> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,

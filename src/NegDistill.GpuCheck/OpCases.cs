@@ -387,9 +387,15 @@ public static class OpCases
         };
         yield return new OpCase
         {
-            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v2: warp shuffles)", Shape = $"{n}×{V}",
+            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v3: warp shuffles, float4)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["zn"] = R(4, n, V), ["zg"] = R(4, n, V), ["kl"] = Out(n) },
             Run = (o, t) => o.NceKl(t["zn"], t["zg"], t["kl"], n, V, 1f), Outputs = ["kl"], Poisoned = ["kl"], Flops = 10.0 * nv, Bytes = 8.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v2: warp shuffles)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["zn"] = R(4, n, V), ["zg"] = R(4, n, V), ["kl"] = Out(n) },
+            Run = (o, t) => StreamV1(o, true, () => o.NceKl(t["zn"], t["zg"], t["kl"], n, V, 1f)), Outputs = ["kl"], Poisoned = ["kl"], Flops = 10.0 * nv, Bytes = 8.0 * nv,
         };
         yield return new OpCase
         {

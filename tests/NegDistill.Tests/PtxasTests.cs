@@ -74,6 +74,10 @@ public class PtxasTests
             Assert.That(r.Count("LDG.E.128"), Is.GreaterThan(0), $"{k}:\n{r.Sass}");
             Assert.That(r.Count("STG.E.128"), Is.GreaterThan(0), $"{k}:\n{r.Sass}");
         }
+        // NCE's KL version 3 reads both rows as Float4s and writes one float per row: no 32-bit global load
+        var kl = Sass("NceKernels.KlV3Kernel");
+        Assert.That(kl.Count("LDG.E.128"), Is.GreaterThan(0), kl.Sass);
+        Assert.That(kl.Count("LDG.E") - kl.Count("LDG.E.128"), Is.Zero, "32-bit global loads left in KlV3Kernel");
         var v1 = Sass("SwiGluKernels.BackwardKernel");
         Assert.That(v1.Count("LDG.E.128") + v1.Count("STG.E.128"), Is.Zero, "version 1 reads one float per thread");
         Assert.That(v1.Count("LDG.E"), Is.EqualTo(5));

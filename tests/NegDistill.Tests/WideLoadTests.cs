@@ -177,6 +177,40 @@ public class WideLoadTests
         else Assert.That(same, Is.True, "V not a multiple of 4: version 3 falls back to version 2");
     }
 
+    /// <summary>NCE's KL, version 3 (float4, V = 300) against version 2, at the parity bound and not bit-equal; V = 302
+    /// falls back to version 2's bits; and version 3 against the CPU twin.</summary>
+    [Test]
+    public void NceKl_V3AgainstV2_AndFallback([Values(300, 302)] int v)
+    {
+        var ops = TestUtil.Ilgpu;
+        int n = 7;
+        float[] zn = TestUtil.Rand(n * v, 3, 4), zg = TestUtil.Rand(n * v, 4, 4);
+        var r = new float[2][];
+        foreach (var sv in new[] { Wide.Version.V1Scalar, Wide.Version.V2Float4 })
+        {
+            ops.StreamVersion = sv;
+            try
+            {
+                using var a = ops.Alloc("zn", DType.F32, n, v); ops.Upload(a, zn);
+                using var b = ops.Alloc("zg", DType.F32, n, v); ops.Upload(b, zg);
+                using var kl = ops.Alloc("kl", DType.F32, n);
+                ops.NceKl(a, b, kl, n, v, 2f);
+                r[(int)sv - 1] = TestUtil.Get(ops, kl);
+            }
+            finally { ops.StreamVersion = Wide.Version.V2Float4; }
+        }
+        TestUtil.Close(r[0], r[1], 1e-5f, 1e-4f, $"kl: v3 vs v2 (V {v})");
+        var inputs = new Dictionary<string, (DType, int[], float[]?, int[]?)>
+        {
+            ["zn"] = (DType.F32, [n, v], zn, null), ["zg"] = (DType.F32, [n, v], zg, null), ["kl"] = (DType.F32, [n], new float[n], null),
+        };
+        var both = TestUtil.OnBoth(inputs, (ops2, t) => ops2.NceKl(t["zn"], t["zg"], t["kl"], n, v, 2f), ["kl"]);
+        TestUtil.Close(both[0].F["kl"], both[1].F["kl"], 1e-5f, 1e-4f, $"kl: kernels vs twin (V {v})");
+        Assert.That(r[1].All(x => x > 0f), Is.True, "two different rows have a positive KL");
+        if (v % 4 == 0) Assert.That(r[1], Is.Not.EqualTo(r[0]), "version 3 sums each row in another order: some bits must differ");
+        else Assert.That(r[1], Is.EqualTo(r[0]), "V not a multiple of 4: version 3 falls back to version 2");
+    }
+
     /// <summary>Through the backend (version 2 by default) against the CPU twin, at an aligned length (the float4 path)
     /// and at odd lengths and odd offsets (the scalar fallback); kernel-parity bound 1e-5 + 1e-4 relative (exp differs).</summary>
     [Test]
