@@ -159,7 +159,7 @@ public sealed class IlgpuBackend : IBackend
     /// version 2 (warp shuffles) by default; gpu-check sets version 1 (shared-memory tree) to check and time it.</summary>
     public GroupReduce.Version RowReduceVersion { get; set; } = GroupReduce.Version.V2Warp;
     /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW, dropout; RMSNorm forward and
-    /// dx, cross-entropy and the NCE KL take version 3, float4 on top of the warp shuffles, with <see cref="RowReduceVersion"/> 2): version 2
+    /// dx, cross-entropy and NCE take version 3, float4 on top of the warp shuffles, with <see cref="RowReduceVersion"/> 2): version 2
     /// (four floats per thread, 128-bit loads) where <see cref="Wide.Fits"/> holds, by default; gpu-check sets
     /// version 1 (one float per thread) to check and time it.</summary>
     public Wide.Version StreamVersion { get; set; } = Wide.Version.V2Float4;
@@ -429,7 +429,7 @@ public sealed class IlgpuBackend : IBackend
         => _nce.Kl(F(zNat), F(zNeg), F(kl), n, v, temperature, RowReduceVersion, StreamVersion);
     public void NceDistillFused(Tensor zs, Tensor zNat, Tensor targets, Tensor rowWeight, Tensor lossCe, Tensor lossKd, int n, int v,
         float temperature, float a, double ceScale, double kdScale, bool computeGrad)
-        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad, RowReduceVersion);
+        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad, RowReduceVersion, StreamVersion);
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
         => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t, StreamVersion);
     public void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp)

@@ -405,9 +405,16 @@ public static class OpCases
         };
         yield return new OpCase
         {
-            Family = "Nce", Name = "fused distillation + gradient (v2: warp shuffles)", Shape = $"{n}×{V}",
+            Family = "Nce", Name = "fused distillation + gradient (v3: warp shuffles, float4)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["zs"] = R(4, n, V), ["zn"] = R(4, n, V), ["y"] = Ints(targets), ["w"] = Pos(n, 0.5f, 1.5f), ["ce"] = Out(n), ["kd"] = Out(n) },
             Run = (o, t) => o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, V, 1f, 0.5f, 1.0 / n, 1.0 / n, true),
+            Outputs = ["zs", "ce", "kd"], Poisoned = ["ce", "kd"], Flops = 12.0 * nv, Bytes = 12.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "Nce", Name = "fused distillation + gradient (v2: warp shuffles)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["zs"] = R(4, n, V), ["zn"] = R(4, n, V), ["y"] = Ints(targets), ["w"] = Pos(n, 0.5f, 1.5f), ["ce"] = Out(n), ["kd"] = Out(n) },
+            Run = (o, t) => StreamV1(o, true, () => o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, V, 1f, 0.5f, 1.0 / n, 1.0 / n, true)),
             Outputs = ["zs", "ce", "kd"], Poisoned = ["ce", "kd"], Flops = 12.0 * nv, Bytes = 12.0 * nv,
         };
         yield return new OpCase

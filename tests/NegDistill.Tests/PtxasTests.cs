@@ -68,7 +68,7 @@ public class PtxasTests
         Assert.That(v2.Count("STG.E.128"), Is.EqualTo(2), v2.Sass);
         // Count("LDG.E") also matches LDG.E.128
         Assert.That(v2.Count("LDG.E") - v2.Count("LDG.E.128") + v2.Count("STG.E") - v2.Count("STG.E.128"), Is.Zero, "32-bit global accesses left in version 2");
-        foreach (var k in new[] { "SwiGluKernels.ForwardV2Kernel", "AdamWKernels.V2Kernel", "ElementwiseKernels.AxpyV2Kernel", "RmsNormKernels.ForwardV3Kernel", "RmsNormKernels.BackwardDxV3Kernel", "CrossEntropyKernels.V3Kernel" })
+        foreach (var k in new[] { "SwiGluKernels.ForwardV2Kernel", "AdamWKernels.V2Kernel", "ElementwiseKernels.AxpyV2Kernel", "RmsNormKernels.ForwardV3Kernel", "RmsNormKernels.BackwardDxV3Kernel", "CrossEntropyKernels.V3Kernel", "NceKernels.DistillV3Kernel" })
         {
             var r = Sass(k);
             Assert.That(r.Count("LDG.E.128"), Is.GreaterThan(0), $"{k}:\n{r.Sass}");

@@ -211,6 +211,48 @@ public class WideLoadTests
         else Assert.That(r[1], Is.EqualTo(r[0]), "V not a multiple of 4: version 3 falls back to version 2");
     }
 
+    /// <summary>NCE's fused distillation, version 3 (float4, V = 300) against version 2 at τ = 2 and τ = 1, with targets in
+    /// the first and last lane, a row without a target and a masked row: the parity bound, not bit-equal; V = 302 falls
+    /// back to version 2's bits; version 3 against the CPU twin.</summary>
+    [Test]
+    public void NceDistill_V3AgainstV2_AndFallback([Values(300, 302)] int v, [Values(2f, 1f)] float tau)
+    {
+        var ops = TestUtil.Ilgpu;
+        int n = 6;
+        int[] y = [0, v - 1, -1, -1, 149, 2];
+        float[] rw = [1f, 0.5f, 1f, 0f, 1f, 1f];
+        float[] zs = TestUtil.Rand(n * v, 5, 4), zn = TestUtil.Rand(n * v, 6, 4);
+        void Run(IBackend o, Dictionary<string, Tensor> t) =>
+            o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, v, tau, 0.5f, 1.0 / n, 1.0 / n, true);
+        var inputs = new Dictionary<string, (DType, int[], float[]?, int[]?)>
+        {
+            ["zs"] = (DType.F32, [n, v], zs, null), ["zn"] = (DType.F32, [n, v], zn, null), ["y"] = (DType.I32, [n], null, y),
+            ["w"] = (DType.F32, [n], rw, null), ["ce"] = (DType.F32, [n], new float[n], null), ["kd"] = (DType.F32, [n], new float[n], null),
+        };
+        string[] outs = ["zs", "ce", "kd"];
+        var r = new Dictionary<string, float[]>[2];
+        foreach (var sv in new[] { Wide.Version.V1Scalar, Wide.Version.V2Float4 })
+        {
+            ops.StreamVersion = sv;
+            try { r[(int)sv - 1] = TestUtil.OnBoth(inputs, Run, outs)[1].F; }
+            finally { ops.StreamVersion = Wide.Version.V2Float4; }
+        }
+        var twin = TestUtil.OnBoth(inputs, Run, outs)[0].F;
+        foreach (var k in outs)
+        {
+            TestUtil.Close(r[0][k], r[1][k], 1e-5f, 1e-4f, $"{k}: v3 vs v2 (V {v}, τ {tau})");
+            TestUtil.Close(twin[k], r[1][k], 1e-5f, 1e-4f, $"{k}: kernels vs twin (V {v}, τ {tau})");
+        }
+        Assert.That(r[1]["zs"].Skip(3 * v).Take(v), Is.All.EqualTo(0f), "a masked row gets a zero gradient");
+        Assert.That(r[1]["zs"][0], Is.LessThan(0f), "the target's gradient in the first lane");
+        Assert.That(r[1]["zs"][v + v - 1], Is.LessThan(0f), "the target's gradient in the last lane");
+        Assert.That(r[1]["ce"][2], Is.EqualTo(0f), "no target: no cross-entropy");
+        Assert.That(r[1]["kd"][2], Is.Not.EqualTo(0f), "no target: KD still");
+        bool same = outs.All(k => r[0][k].SequenceEqual(r[1][k]));
+        if (v % 4 == 0) Assert.That(same, Is.False, "version 3 sums each row in another order: some bits must differ");
+        else Assert.That(same, Is.True, "V not a multiple of 4: version 3 falls back to version 2");
+    }
+
     /// <summary>Through the backend (version 2 by default) against the CPU twin, at an aligned length (the float4 path)
     /// and at odd lengths and odd offsets (the scalar fallback); kernel-parity bound 1e-5 + 1e-4 relative (exp differs).</summary>
     [Test]
