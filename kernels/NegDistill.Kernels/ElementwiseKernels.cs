@@ -5,7 +5,9 @@ namespace NegDistill.Kernels;
 
 /// <summary>Fill, axpy, scale and the two reductions the trainer needs (Σx² for gradient clipping,
 /// a non-finite count for NaN/Inf detection). CPU twin: <see cref="NegDistill.Runtime.CpuBackend"/>.
-/// The reductions write one partial per group (fixed grid, fixed tree), summed on the host in double.
+/// The reductions write one partial per group (fixed grid, fixed tree), summed on the host in double; version 1
+/// (ReduceKernel) reduces each group by GroupReduce's shared-memory tree, version 2 (ReduceV2Kernel, the default) by
+/// its warp shuffles (the sums associate differently; the non-finite count is exact in both).
 /// Fill, axpy and scale have a version 2 (*V2Kernel: four floats per thread, 128-bit loads and stores) used where
 /// <see cref="Wide.Fits"/> holds; same bits as version 1.</summary>
 public static class ElementwiseKernels
@@ -31,8 +33,13 @@ public static class ElementwiseKernels
     public static void FillNormal16Kernel(Index1D i, ArrayView<ushort> y, float std, ulong seed, int bf16)
         => y[i] = NegDistill.Checkpoints.HalfPrecision.Narrow(NegDistill.Model.Init.NormalAt32(std, seed, i), bf16 != 0);
 
-    /// <summary>Grid: ReduceGroups groups. mode 0: Σx²; mode 1: count of non-finite values; mode 2: Σx.</summary>
-    public static void ReduceKernel(ArrayView<float> x, ArrayView<float> partial, long n, int mode)
+    /// <summary>Grid: ReduceGroups groups. mode 0: Σx²; mode 1: count of non-finite values; mode 2: Σx. Version 1.</summary>
+    public static void ReduceKernel(ArrayView<float> x, ArrayView<float> partial, long n, int mode) => Reduce(x, partial, n, mode, 1);
+
+    /// <summary>Version 2 of <see cref="ReduceKernel"/>: warp shuffles.</summary>
+    public static void ReduceV2Kernel(ArrayView<float> x, ArrayView<float> partial, long n, int mode) => Reduce(x, partial, n, mode, 2);
+
+    static void Reduce(ArrayView<float> x, ArrayView<float> partial, long n, int mode, int rv)
     {
         var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         float acc = 0f;
@@ -44,7 +51,7 @@ public static class ElementwiseKernels
             else if (mode == 2) acc += v;
             else if (float.IsNaN(v) || float.IsInfinity(v)) acc += 1f;
         }
-        acc = GroupReduce.Sum(acc, sh);
+        acc = GroupReduce.Sum(acc, sh, rv);
         if (Group.IdxX == 0) partial[Grid.IdxX] = acc;
     }
 
@@ -57,6 +64,8 @@ public static class ElementwiseKernels
         readonly Action<Index1D, ArrayView<ushort>, float, ulong, int> _normal16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, float, ulong, int>(FillNormal16Kernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, long, int> _reduce =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int>(ReduceKernel);
+        readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, long, int> _reduce2 =
+            acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, int>(ReduceV2Kernel);
         readonly MemoryBuffer1D<float, Stride1D.Dense> _partial = acc.Allocate1D<float>(ReduceGroups);
         readonly float[] _host = new float[ReduceGroups];
 
@@ -84,11 +93,11 @@ public static class ElementwiseKernels
         public void FillNormal(ArrayView<float> y, float std, ulong seed) => _normal((int)y.Length, y, std, seed);
         public void FillNormal16(ArrayView<ushort> y, float std, ulong seed, bool bf16) => _normal16((int)y.Length, y, std, seed, bf16 ? 1 : 0);
 
-        public double Reduce(ArrayView<float> x, long n, int mode)
+        public double Reduce(ArrayView<float> x, long n, int mode, GroupReduce.Version rv = GroupReduce.Version.V2Warp)
         {
             // enough groups to fill a GPU on large tensors, a single group for small ones
             int groups = (int)Math.Clamp((n + 4L * group - 1) / (4L * group), 1, ReduceGroups);
-            _reduce(new KernelConfig(groups, group), x, _partial.View, n, mode);
+            (rv == GroupReduce.Version.V1Tree ? _reduce : _reduce2)(new KernelConfig(groups, group), x, _partial.View, n, mode);
             ((ArrayView<float>)_partial.View).SubView(0, groups).CopyToCPU(_host.AsSpan(0, groups));   // the span overload pins
             double s = 0;
             for (int i = 0; i < groups; i++) s += _host[i];

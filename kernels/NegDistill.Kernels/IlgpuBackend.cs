@@ -154,11 +154,12 @@ public sealed class IlgpuBackend : IBackend
     /// gpu-check sets it to check and time each). Auto: cuBLASLt where it loaded, else version 2 where its
     /// preconditions hold (16-bit B on CUDA), else version 1.</summary>
     public MatMulKernels.Version MatMulVersion { get; set; }
-    /// <summary>Which group reduction the per-row kernels use (RMSNorm forward and dx, cross-entropy, NCE):
+    /// <summary>Which group reduction the per-row kernels use (RMSNorm forward and dx, cross-entropy, NCE, NAT's
+    /// integration unit, and the Σx, Σx², non-finite reductions):
     /// version 2 (warp shuffles) by default; gpu-check sets version 1 (shared-memory tree) to check and time it.</summary>
     public GroupReduce.Version RowReduceVersion { get; set; } = GroupReduce.Version.V2Warp;
-    /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW; RMSNorm forward and
-    /// dx and cross-entropy take version 3, float4 on top of the warp shuffles, with <see cref="RowReduceVersion"/> 2): version 2
+    /// <summary>Which form the streaming elementwise kernels take (fill, axpy, scale, SwiGLU, AdamW, dropout; RMSNorm forward and
+    /// dx, cross-entropy and NCE take version 3, float4 on top of the warp shuffles, with <see cref="RowReduceVersion"/> 2): version 2
     /// (four floats per thread, 128-bit loads) where <see cref="Wide.Fits"/> holds, by default; gpu-check sets
     /// version 1 (one float per thread) to check and time it.</summary>
     public Wide.Version StreamVersion { get; set; } = Wide.Version.V2Float4;
@@ -281,9 +282,9 @@ public sealed class IlgpuBackend : IBackend
 
     public void Axpy(Tensor y, Tensor x, float a, long n) => _ew.Axpy(F(y), F(x), a, n, StreamVersion);
     public void Scale(Tensor y, float a, long n) => _ew.Scale(F(y), a, n, StreamVersion);
-    public double SumSquares(Tensor x, long n) => _ew.Reduce(F(x), n, 0);
-    public double Sum(Tensor x, long n) => _ew.Reduce(F(x), n, 2);
-    public bool HasNonFinite(Tensor x, long n) => _ew.Reduce(F(x), n, 1) > 0;
+    public double SumSquares(Tensor x, long n) => _ew.Reduce(F(x), n, 0, RowReduceVersion);
+    public double Sum(Tensor x, long n) => _ew.Reduce(F(x), n, 2, RowReduceVersion);
+    public bool HasNonFinite(Tensor x, long n) => _ew.Reduce(F(x), n, 1, RowReduceVersion) > 0;
 
     public void MatMul(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, float alpha = 1f, float beta = 0f)
     {
@@ -420,29 +421,29 @@ public sealed class IlgpuBackend : IBackend
 
     public void SwiGluForward(Tensor h, Tensor gate, Tensor up, long n) => _swiglu.Forward(F(h), F(gate), F(up), n, StreamVersion);
     public void SwiGluBackward(Tensor dgate, Tensor dup, Tensor dh, Tensor gate, Tensor up, long n) => _swiglu.Backward(F(dgate), F(dup), F(dh), F(gate), F(up), n, StreamVersion);
-    public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => _drop.Forward(F(y), F(x), p, seed, n);
-    public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n);
+    public void DropoutForward(Tensor y, Tensor x, float p, ulong seed, long n) => _drop.Forward(F(y), F(x), p, seed, n, StreamVersion);
+    public void DropoutBackward(Tensor dx, Tensor dy, float p, ulong seed, long n) => _drop.Backward(F(dx), F(dy), p, seed, n, StreamVersion);
     public void CrossEntropyFused(Tensor logits, Tensor losses, Tensor targets, int n, int v, double weight, bool computeGrad)
         => _ce.Fused(F(logits), F(losses), I(targets), n, v, (float)weight, computeGrad, RowReduceVersion, StreamVersion);
     public void NceKl(Tensor zNat, Tensor zNeg, Tensor kl, int n, int v, float temperature)
-        => _nce.Kl(F(zNat), F(zNeg), F(kl), n, v, temperature, RowReduceVersion);
+        => _nce.Kl(F(zNat), F(zNeg), F(kl), n, v, temperature, RowReduceVersion, StreamVersion);
     public void NceDistillFused(Tensor zs, Tensor zNat, Tensor targets, Tensor rowWeight, Tensor lossCe, Tensor lossKd, int n, int v,
         float temperature, float a, double ceScale, double kdScale, bool computeGrad)
-        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad, RowReduceVersion);
+        => _nce.Distill(F(zs), F(zNat), I(targets), F(rowWeight), F(lossCe), F(lossKd), n, v, temperature, a, (float)ceScale, (float)kdScale, computeGrad, RowReduceVersion, StreamVersion);
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, long n, float lr, float beta1, float beta2, float eps, float weightDecay, int t)
         => _adam.Step(F(param), F(grad), F(m), F(v), n, lr, beta1, beta2, eps, weightDecay, t, StreamVersion);
     public void IntegrationForward(Tensor mix, Tensor aNeg, Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, int n, int d, float beta, float invTemp)
     {
         foreach (var t in new[] { mix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationForward");
         aNeg.Expect(n, "IntegrationForward aNeg");
-        _nat.Forward(F(mix), F(aNeg), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), n, d, beta, invTemp);
+        _nat.Forward(F(mix), F(aNeg), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), n, d, beta, invTemp, RowReduceVersion);
     }
     public void IntegrationBackward(Tensor dq, Tensor dkPos, Tensor dkNeg, Tensor duPos, Tensor duNeg, Tensor dmix,
         Tensor q, Tensor kPos, Tensor kNeg, Tensor uPos, Tensor uNeg, Tensor aNeg, int n, int d, float beta, float invTemp)
     {
         foreach (var t in new[] { dq, dkPos, dkNeg, duPos, duNeg, dmix, q, kPos, kNeg, uPos, uNeg }) t.Expect((long)n * d, "IntegrationBackward");
         aNeg.Expect(n, "IntegrationBackward aNeg");
-        _nat.Backward(F(dq), F(dkPos), F(dkNeg), F(duPos), F(duNeg), F(dmix), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), F(aNeg), n, d, beta, invTemp);
+        _nat.Backward(F(dq), F(dkPos), F(dkNeg), F(duPos), F(duNeg), F(dmix), F(q), F(kPos), F(kNeg), F(uPos), F(uNeg), F(aNeg), n, d, beta, invTemp, RowReduceVersion);
     }
 
     public void Dispose()

@@ -8,7 +8,8 @@ namespace NegDistill.Kernels;
 /// included: src/NegDistill.Core/Ops/Nce.cs. Both kernels run one group per token row with strided,
 /// coalesced loops over the vocabulary (thread j of G reads entries j, j+G, ...) and group
 /// reductions: version 1 (KlKernel, DistillKernel) by GroupReduce's shared-memory tree, version 2 (KlV2Kernel,
-/// DistillV2Kernel, the default) by its warp shuffles; the group size G is read at run time (16 on ILGPU's CPU accelerator, 256 on CUDA).
+/// DistillV2Kernel) by its warp shuffles, version 3 (KlV3Kernel, DistillV3Kernel, the default where V is a multiple of 4
+/// and the rows 16-byte aligned) is version 2 with 128-bit loads and stores; the group size G is read at run time (16 on ILGPU's CPU accelerator, 256 on CUDA).
 ///
 /// Pass 1 of each kernel is an online softmax: each thread keeps a running max and a sum of
 /// exponentials relative to it (rescaled when the max grows), and the group combines them as
@@ -80,6 +81,51 @@ public static class NceKernels
         if (Group.IdxX == 0) kl[row] = acc;
     }
 
+    /// <summary>Version 3 of <see cref="KlKernel"/>: version 2 over <see cref="Float4"/>s (thread j reads entries
+    /// 4j … 4j+3, 4(j+G) …: another order of each sum); v = V, a multiple of 4.</summary>
+    public static void KlV3Kernel(ArrayView<Float4> zNat, ArrayView<Float4> zNeg, ArrayView<float> kl, int v, float invTau)
+    {
+        var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        int v4 = v / 4;
+        long row = Grid.IdxX, o = row * v4;
+        float mA = float.NegativeInfinity, sA = 0f, mB = float.NegativeInfinity, sB = 0f;   // A: neg, B: nat
+        for (int j = Group.IdxX; j < v4; j += Group.DimX)
+        {
+            Float4 a = zNeg[o + j], b = zNat[o + j];
+            Online(a.X * invTau, ref mA, ref sA); Online(a.Y * invTau, ref mA, ref sA);
+            Online(a.Z * invTau, ref mA, ref sA); Online(a.W * invTau, ref mA, ref sA);
+            Online(b.X * invTau, ref mB, ref sB); Online(b.Y * invTau, ref mB, ref sB);
+            Online(b.Z * invTau, ref mB, ref sB); Online(b.W * invTau, ref mB, ref sB);
+        }
+        float maxA = GroupReduce.MaxV2(mA, sh);
+        float sumA = GroupReduce.SumV2(sA * MathF.Exp(mA - maxA), sh);
+        float maxB = GroupReduce.MaxV2(mB, sh);
+        float sumB = GroupReduce.SumV2(sB * MathF.Exp(mB - maxB), sh);
+        float invA = 1f / sumA, invB = 1f / sumB;
+        float acc = 0f;
+        for (int j = Group.IdxX; j < v4; j += Group.DimX)
+        {
+            Float4 a = zNeg[o + j], b = zNat[o + j];
+            acc += (KlTerm(a.X, b.X, invTau, maxA, invA, maxB, invB) + KlTerm(a.Y, b.Y, invTau, maxA, invA, maxB, invB))
+                 + (KlTerm(a.Z, b.Z, invTau, maxA, invA, maxB, invB) + KlTerm(a.W, b.W, invTau, maxA, invA, maxB, invB));
+        }
+        acc = GroupReduce.SumV2(acc, sh);
+        if (Group.IdxX == 0) kl[row] = acc;
+    }
+
+    /// <summary>One step of the online softmax: running max m and Σexp(x − m) s.</summary>
+    static void Online(float x, ref float m, ref float s)
+    {
+        if (x > m) { s = s * MathF.Exp(m - x) + 1f; m = x; } else s += MathF.Exp(x - m);
+    }
+
+    static float KlTerm(float zNeg, float zNat, float invTau, float maxA, float invA, float maxB, float invB)
+    {
+        float pNeg = MathF.Exp(zNeg * invTau - maxA) * invA;
+        float pNat = MathF.Exp(zNat * invTau - maxB) * invB;
+        return pNeg * (MathF.Log(pNeg + Eps) - MathF.Log(pNat + Eps));
+    }
+
     /// <summary>Grid: rows groups. zs (rows,V) in: logits, out: dL/dz_s when d.Grad; zNat (rows,V);
     /// targets (rows), −1 where a row has no next token; rowWeight (rows), 0 outside the attention mask;
     /// lossCe, lossKd (rows) out.</summary>
@@ -92,6 +138,108 @@ public static class NceKernels
     public static void DistillV2Kernel(ArrayView<float> zs, ArrayView<float> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,
         ArrayView<float> lossCe, ArrayView<float> lossKd, DistillArgs d)
         => Distill(zs, zNat, targets, rowWeight, lossCe, lossKd, d, 2);
+
+    /// <summary>Version 3 of <see cref="DistillKernel"/>: version 2 over <see cref="Float4"/>s (d.V a multiple of 4); the
+    /// target logit read from its lane.</summary>
+    public static void DistillV3Kernel(ArrayView<Float4> zs, ArrayView<Float4> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,
+        ArrayView<float> lossCe, ArrayView<float> lossKd, DistillArgs d)
+    {
+        var sh = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        int v4 = d.V / 4;
+        long row = Grid.IdxX, o = row * v4;
+        int y = targets[row];
+        float w = rowWeight[row];
+        if (y < 0 && w == 0f)
+        {
+            if (Group.IdxX == 0) { lossCe[row] = 0f; lossKd[row] = 0f; }
+            if (d.Grad != 0)
+                for (int j = Group.IdxX; j < v4; j += Group.DimX) zs[o + j] = default;
+            return;
+        }
+        float zy = 0f;
+        if (y >= 0)
+        {
+            Float4 zt = zs[o + (y >> 2)];
+            int k = y & 3;
+            zy = k == 0 ? zt.X : k == 1 ? zt.Y : k == 2 ? zt.Z : zt.W;
+        }
+        float invTau = d.InvTau;
+        bool unit = d.Unit != 0;
+
+        float ms = float.NegativeInfinity, s1 = 0f, sT = 0f, mn = float.NegativeInfinity, sn = 0f;
+        for (int j = Group.IdxX; j < v4; j += Group.DimX)
+        {
+            Float4 z = zs[o + j], n = zNat[o + j];
+            OnlineS(z.X, ref ms, ref s1, ref sT, invTau, unit); OnlineS(z.Y, ref ms, ref s1, ref sT, invTau, unit);
+            OnlineS(z.Z, ref ms, ref s1, ref sT, invTau, unit); OnlineS(z.W, ref ms, ref s1, ref sT, invTau, unit);
+            Online(n.X * invTau, ref mn, ref sn); Online(n.Y * invTau, ref mn, ref sn);
+            Online(n.Z * invTau, ref mn, ref sn); Online(n.W * invTau, ref mn, ref sn);
+        }
+        float maxS = GroupReduce.MaxV2(ms, sh);
+        float sum1 = GroupReduce.SumV2(s1 * MathF.Exp(ms - maxS), sh);
+        float sumT = unit ? sum1 : GroupReduce.SumV2(sT * MathF.Exp((ms - maxS) * invTau), sh);
+        float maxN = GroupReduce.MaxV2(mn, sh);
+        float sumN = GroupReduce.SumV2(sn * MathF.Exp(mn - maxN), sh);
+
+        var c = new Pass2
+        {
+            MaxS = maxS, MaxN = maxN, InvTau = invTau, Inv1 = 1f / sum1, InvT = 1f / sumT, InvN = 1f / sumN,
+            C1 = y >= 0 ? d.CeCoef : 0f, C2 = d.KdCoef * w, Unit = unit, Grad = d.Grad != 0,
+        };
+        float cross = 0f;
+        for (int j = Group.IdxX; j < v4; j += Group.DimX)
+        {
+            Float4 z = zs[o + j], n = zNat[o + j];
+            int b = 4 * j;
+            float gx = Entry(z.X, n.X, b == y, c, ref cross), gy = Entry(z.Y, n.Y, b + 1 == y, c, ref cross);
+            float gz = Entry(z.Z, n.Z, b + 2 == y, c, ref cross), gw = Entry(z.W, n.W, b + 3 == y, c, ref cross);
+            if (d.Grad != 0) zs[o + j] = new Float4(gx, gy, gz, gw);
+        }
+        cross = GroupReduce.SumV2(cross, sh);
+        if (Group.IdxX == 0)
+        {
+            lossCe[row] = y >= 0 ? maxS + MathF.Log(sum1) - zy : 0f;
+            lossKd[row] = -d.Tau * d.Tau * w * (cross - MathF.Log(sumT));
+        }
+    }
+
+    /// <summary>Pass 1's step for z_s: the running max, Σexp at τ = 1 and at τ.</summary>
+    static void OnlineS(float z, ref float ms, ref float s1, ref float sT, float invTau, bool unit)
+    {
+        if (z > ms)
+        {
+            float r = ms - z;
+            s1 = s1 * MathF.Exp(r) + 1f;
+            if (!unit) sT = sT * MathF.Exp(r * invTau) + 1f;
+            ms = z;
+        }
+        else
+        {
+            float r = z - ms;
+            s1 += MathF.Exp(r);
+            if (!unit) sT += MathF.Exp(r * invTau);
+        }
+    }
+
+    struct Pass2
+    {
+        public float MaxS, MaxN, InvTau, Inv1, InvT, InvN, C1, C2;
+        public bool Unit, Grad;
+    }
+
+    /// <summary>Pass 2 for one entry: adds its cross term, returns its gradient (0 without one).</summary>
+    static float Entry(float zsj, float znj, bool target, Pass2 c, ref float cross)
+    {
+        float dz = zsj - c.MaxS;
+        float pn = MathF.Exp(znj * c.InvTau - c.MaxN) * c.InvN;
+        float dT = dz * c.InvTau;
+        cross += pn * dT;
+        if (!c.Grad) return 0f;
+        float p = MathF.Exp(dz) * c.Inv1;
+        float q = c.Unit ? p : MathF.Exp(dT) * c.InvT;
+        float g = c.C1 * p + c.C2 * (q - pn);
+        return target ? g - c.C1 : g;
+    }
 
     static void Distill(ArrayView<float> zs, ArrayView<float> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,
         ArrayView<float> lossCe, ArrayView<float> lossKd, DistillArgs d, int rv)
@@ -172,21 +320,31 @@ public static class NceKernels
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(KlKernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _kl2 =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(KlV2Kernel);
+        readonly Action<KernelConfig, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, int, float> _kl3 =
+            acc.LoadStreamKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, int, float>(KlV3Kernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs> _distill =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs>(DistillKernel);
         readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs> _distill2 =
             acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs>(DistillV2Kernel);
+        readonly Action<KernelConfig, ArrayView<Float4>, ArrayView<Float4>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs> _distill3 =
+            acc.LoadStreamKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DistillArgs>(DistillV3Kernel);
 
+        /// <summary>Version 3 when <paramref name="rv"/> and <paramref name="sv"/> are 2 and the rows fit 128-bit
+        /// accesses; else version <paramref name="rv"/>.</summary>
         public void Kl(ArrayView<float> zNat, ArrayView<float> zNeg, ArrayView<float> kl, int n, int v, float temperature,
-            GroupReduce.Version rv = GroupReduce.Version.V2Warp)
+            GroupReduce.Version rv = GroupReduce.Version.V2Warp, Wide.Version sv = Wide.Version.V2Float4)
         {
             CheckTemperature(temperature);
-            if (n > 0) (rv == GroupReduce.Version.V1Tree ? _kl : _kl2)(new KernelConfig(n, group), zNat, zNeg, kl, v, 1f / temperature);
+            if (n <= 0) return;
+            long nv = (long)n * v;
+            if (rv == GroupReduce.Version.V2Warp && sv == Wide.Version.V2Float4 && (v & 3) == 0 && Wide.Fits(nv, zNat, zNeg))
+                _kl3(new KernelConfig(n, group), Wide.As4(zNat, nv), Wide.As4(zNeg, nv), kl, v, 1f / temperature);
+            else (rv == GroupReduce.Version.V1Tree ? _kl : _kl2)(new KernelConfig(n, group), zNat, zNeg, kl, v, 1f / temperature);
         }
 
         public void Distill(ArrayView<float> zs, ArrayView<float> zNat, ArrayView<int> targets, ArrayView<float> rowWeight,
             ArrayView<float> lossCe, ArrayView<float> lossKd, int n, int v, float temperature, float a, float ceScale, float kdScale, bool grad,
-            GroupReduce.Version rv = GroupReduce.Version.V2Warp)
+            GroupReduce.Version rv = GroupReduce.Version.V2Warp, Wide.Version sv = Wide.Version.V2Float4)
         {
             CheckTemperature(temperature);
             var d = new DistillArgs
@@ -194,7 +352,11 @@ public static class NceKernels
                 V = v, Unit = temperature == 1f ? 1 : 0, Grad = grad ? 1 : 0,
                 Tau = temperature, InvTau = 1f / temperature, CeCoef = (1f - a) * ceScale, KdCoef = a * kdScale * temperature,
             };
-            if (n > 0) (rv == GroupReduce.Version.V1Tree ? _distill : _distill2)(new KernelConfig(n, group), zs, zNat, targets, rowWeight, lossCe, lossKd, d);
+            if (n <= 0) return;
+            long nv = (long)n * v;
+            if (rv == GroupReduce.Version.V2Warp && sv == Wide.Version.V2Float4 && (v & 3) == 0 && Wide.Fits(nv, zs, zNat))
+                _distill3(new KernelConfig(n, group), Wide.As4(zs, nv), Wide.As4(zNat, nv), targets, rowWeight, lossCe, lossKd, d);
+            else (rv == GroupReduce.Version.V1Tree ? _distill : _distill2)(new KernelConfig(n, group), zs, zNat, targets, rowWeight, lossCe, lossKd, d);
         }
 
         static void CheckTemperature(float t)

@@ -347,18 +347,21 @@ public static class OpCases
                 Run = (o, t) => StreamV1(o, v1, () => o.SwiGluBackward(t["dg"], t["du"], t["dh"], t["g"], t["u"], nf)), Outputs = ["dg", "du"], Flops = 10.0 * nf, Bytes = 28.0 * nf,
             };
         }
-        yield return new OpCase
+        foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
         {
-            Family = "Dropout", Name = "forward", Shape = rows,
-            Inputs = () => new() { ["x"] = R(1, n, C), ["y"] = Out(n, C) },
-            Run = (o, t) => o.DropoutForward(t["y"], t["x"], 0.05f, 1234, nc), Outputs = ["y"], Poisoned = ["y"], Bytes = 8.0 * nc,
-        };
-        yield return new OpCase
-        {
-            Family = "Dropout", Name = "backward", Shape = rows,
-            Inputs = () => new() { ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
-            Run = (o, t) => o.DropoutBackward(t["dx"], t["dy"], 0.05f, 1234, nc), Outputs = ["dx"], Bytes = 12.0 * nc,
-        };
+            yield return new OpCase
+            {
+                Family = "Dropout", Name = $"forward ({label})", Shape = rows,
+                Inputs = () => new() { ["x"] = R(1, n, C), ["y"] = Out(n, C) },
+                Run = (o, t) => StreamV1(o, v1, () => o.DropoutForward(t["y"], t["x"], 0.05f, 1234, nc)), Outputs = ["y"], Poisoned = ["y"], Bytes = 8.0 * nc,
+            };
+            yield return new OpCase
+            {
+                Family = "Dropout", Name = $"backward ({label})", Shape = rows,
+                Inputs = () => new() { ["dy"] = R(1, n, C), ["dx"] = R(1, n, C) },
+                Run = (o, t) => StreamV1(o, v1, () => o.DropoutBackward(t["dx"], t["dy"], 0.05f, 1234, nc)), Outputs = ["dx"], Bytes = 12.0 * nc,
+            };
+        }
         var targets = Targets(n, V);
         // version 3 needs V a multiple of 4: 32,000 is; the tiny vocabulary (70) is not and runs version 2 there
         yield return new OpCase
@@ -384,9 +387,15 @@ public static class OpCases
         };
         yield return new OpCase
         {
-            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v2: warp shuffles)", Shape = $"{n}×{V}",
+            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v3: warp shuffles, float4)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["zn"] = R(4, n, V), ["zg"] = R(4, n, V), ["kl"] = Out(n) },
             Run = (o, t) => o.NceKl(t["zn"], t["zg"], t["kl"], n, V, 1f), Outputs = ["kl"], Poisoned = ["kl"], Flops = 10.0 * nv, Bytes = 8.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "Nce", Name = "KL(p_neg ‖ p_nat) per row (v2: warp shuffles)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["zn"] = R(4, n, V), ["zg"] = R(4, n, V), ["kl"] = Out(n) },
+            Run = (o, t) => StreamV1(o, true, () => o.NceKl(t["zn"], t["zg"], t["kl"], n, V, 1f)), Outputs = ["kl"], Poisoned = ["kl"], Flops = 10.0 * nv, Bytes = 8.0 * nv,
         };
         yield return new OpCase
         {
@@ -396,9 +405,16 @@ public static class OpCases
         };
         yield return new OpCase
         {
-            Family = "Nce", Name = "fused distillation + gradient (v2: warp shuffles)", Shape = $"{n}×{V}",
+            Family = "Nce", Name = "fused distillation + gradient (v3: warp shuffles, float4)", Shape = $"{n}×{V}",
             Inputs = () => new() { ["zs"] = R(4, n, V), ["zn"] = R(4, n, V), ["y"] = Ints(targets), ["w"] = Pos(n, 0.5f, 1.5f), ["ce"] = Out(n), ["kd"] = Out(n) },
             Run = (o, t) => o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, V, 1f, 0.5f, 1.0 / n, 1.0 / n, true),
+            Outputs = ["zs", "ce", "kd"], Poisoned = ["ce", "kd"], Flops = 12.0 * nv, Bytes = 12.0 * nv,
+        };
+        yield return new OpCase
+        {
+            Family = "Nce", Name = "fused distillation + gradient (v2: warp shuffles)", Shape = $"{n}×{V}",
+            Inputs = () => new() { ["zs"] = R(4, n, V), ["zn"] = R(4, n, V), ["y"] = Ints(targets), ["w"] = Pos(n, 0.5f, 1.5f), ["ce"] = Out(n), ["kd"] = Out(n) },
+            Run = (o, t) => StreamV1(o, true, () => o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, V, 1f, 0.5f, 1.0 / n, 1.0 / n, true)),
             Outputs = ["zs", "ce", "kd"], Poisoned = ["ce", "kd"], Flops = 12.0 * nv, Bytes = 12.0 * nv,
         };
         yield return new OpCase
@@ -420,24 +436,27 @@ public static class OpCases
             };
         int d = s.Label == "tiny" ? 8 : 128;
         long nd = (long)n * d;
-        yield return new OpCase
+        foreach (var (v1, label) in new[] { (false, "v2: warp shuffles"), (true, "v1: shared-memory trees") })
         {
-            Family = "Integration", Name = "forward", Shape = $"{n}×{d}",
-            Inputs = () => new() { ["q"] = R(1, n, d), ["kp"] = R(1, n, d), ["kn"] = R(1, n, d), ["up"] = R(2, n, d), ["un"] = R(2, n, d), ["mix"] = Out(n, d), ["a"] = Out(n) },
-            Run = (o, t) => o.IntegrationForward(t["mix"], t["a"], t["q"], t["kp"], t["kn"], t["up"], t["un"], n, d, 0.5f, 1f), Outputs = ["mix", "a"], Poisoned = ["mix", "a"],
-            Flops = 20.0 * nd, Bytes = 24.0 * nd,
-        };
-        yield return new OpCase
-        {
-            Family = "Integration", Name = "backward", Shape = $"{n}×{d}",
-            Inputs = () => new()
+            yield return new OpCase
             {
-                ["q"] = R(1, n, d), ["kp"] = R(1, n, d), ["kn"] = R(1, n, d), ["up"] = R(2, n, d), ["un"] = R(2, n, d), ["a"] = Pos(n, 0.1f, 0.9f), ["dmix"] = R(1, n, d),
-                ["dq"] = R(1, n, d), ["dkp"] = R(1, n, d), ["dkn"] = R(1, n, d), ["dup"] = R(1, n, d), ["dun"] = R(1, n, d),
-            },
-            Run = (o, t) => o.IntegrationBackward(t["dq"], t["dkp"], t["dkn"], t["dup"], t["dun"], t["dmix"], t["q"], t["kp"], t["kn"], t["up"], t["un"], t["a"], n, d, 0.5f, 1f),
-            Outputs = ["dq", "dkp", "dkn", "dup", "dun"], Flops = 40.0 * nd, Bytes = 68.0 * nd,
-        };
+                Family = "Integration", Name = $"forward ({label})", Shape = $"{n}×{d}",
+                Inputs = () => new() { ["q"] = R(1, n, d), ["kp"] = R(1, n, d), ["kn"] = R(1, n, d), ["up"] = R(2, n, d), ["un"] = R(2, n, d), ["mix"] = Out(n, d), ["a"] = Out(n) },
+                Run = (o, t) => RowReduce(o, v1, () => o.IntegrationForward(t["mix"], t["a"], t["q"], t["kp"], t["kn"], t["up"], t["un"], n, d, 0.5f, 1f)), Outputs = ["mix", "a"], Poisoned = ["mix", "a"],
+                Flops = 20.0 * nd, Bytes = 24.0 * nd,
+            };
+            yield return new OpCase
+            {
+                Family = "Integration", Name = $"backward ({label})", Shape = $"{n}×{d}",
+                Inputs = () => new()
+                {
+                    ["q"] = R(1, n, d), ["kp"] = R(1, n, d), ["kn"] = R(1, n, d), ["up"] = R(2, n, d), ["un"] = R(2, n, d), ["a"] = Pos(n, 0.1f, 0.9f), ["dmix"] = R(1, n, d),
+                    ["dq"] = R(1, n, d), ["dkp"] = R(1, n, d), ["dkn"] = R(1, n, d), ["dup"] = R(1, n, d), ["dun"] = R(1, n, d),
+                },
+                Run = (o, t) => RowReduce(o, v1, () => o.IntegrationBackward(t["dq"], t["dkp"], t["dkn"], t["dup"], t["dun"], t["dmix"], t["q"], t["kp"], t["kn"], t["up"], t["un"], t["a"], n, d, 0.5f, 1f)),
+                Outputs = ["dq", "dkp", "dkn", "dup", "dun"], Flops = 40.0 * nd, Bytes = 68.0 * nd,
+            };
+        }
         long ne = s.Label == "tiny" ? 1000 : 1L << 24;
         // the scale runs over ne − 1 values: version 2 falls back to version 1 there (odd length)
         foreach (var (v1, label) in new[] { (false, "v2: float4"), (true, "v1: one float per thread") })
@@ -448,19 +467,20 @@ public static class OpCases
                 Run = (o, t) => StreamV1(o, v1, () => { o.Axpy(t["y"], t["x"], 0.5f, ne); o.Scale(t["y"], 2f, ne - 1); o.Fill(t["f"], 3f); }), Outputs = ["y", "f"], Poisoned = ["f"],
                 Flops = 3.0 * ne, Bytes = 24.0 * ne,
             };
-        yield return new OpCase
-        {
-            Family = "Elementwise", Name = "Σx, Σx², non-finite scan", Shape = $"{ne} values",
-            Inputs = () => new() { ["x"] = R(1, (int)ne), ["sums"] = Out(3) },
-            // the three reductions return doubles; they are written into a tensor so that the
-            // comparison machinery sees them like any output
-            Run = (o, t) =>
+        foreach (var (v1, label) in new[] { (false, "v2: warp shuffles"), (true, "v1: shared-memory trees") })
+            yield return new OpCase
             {
-                double a = o.Sum(t["x"], ne), b = o.SumSquares(t["x"], ne), c = o.HasNonFinite(t["x"], ne) ? 1 : 0;
-                o.Upload(t["sums"], new[] { (float)a, (float)b, (float)c });
-            },
-            Outputs = ["sums"], Poisoned = ["sums"], Flops = 3.0 * ne, Bytes = 12.0 * ne,
-        };
+                Family = "Elementwise", Name = $"Σx, Σx², non-finite scan ({label})", Shape = $"{ne} values",
+                Inputs = () => new() { ["x"] = R(1, (int)ne), ["sums"] = Out(3) },
+                // the three reductions return doubles; they are written into a tensor so that the
+                // comparison machinery sees them like any output
+                Run = (o, t) => RowReduce(o, v1, () =>
+                {
+                    double a = o.Sum(t["x"], ne), b = o.SumSquares(t["x"], ne), c = o.HasNonFinite(t["x"], ne) ? 1 : 0;
+                    o.Upload(t["sums"], new[] { (float)a, (float)b, (float)c });
+                }),
+                Outputs = ["sums"], Poisoned = ["sums"], Flops = 3.0 * ne, Bytes = 12.0 * ne,
+            };
         long nw = s.Label == "tiny" ? 1000 : (long)F * C;
         yield return new OpCase
         {
@@ -512,6 +532,12 @@ public static class OpCases
     }
 
     static int[] Tokens(int n, int v) => Enumerable.Range(0, n).Select(i => (int)(CounterRng.Hash(3, (ulong)i) % (ulong)v)).ToArray();
+    /// <summary>Runs <paramref name="run"/> at group reduction version 1 when <paramref name="v1"/>, else as it is.</summary>
+    static void RowReduce(IBackend o, bool v1, Action run)
+    {
+        if (v1) RowReduceV1(o, run); else run();
+    }
+
     /// <summary>Runs <paramref name="run"/> with the per-row kernels' group reductions at version 1 (shared-memory
     /// tree) on the kernels backend; the twin has one form.</summary>
     static void RowReduceV1(IBackend o, Action run)

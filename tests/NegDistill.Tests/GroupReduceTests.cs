@@ -10,7 +10,8 @@ namespace NegDistill.Tests;
 /// host replay of its own addition tree bit for bit, every thread of a group gets the same value, the maxima of
 /// both versions are the exact maximum, integer-valued sums (the sampling kernels' counts) agree exactly, and the
 /// float sums of the two versions do differ somewhere (their trees are not the same); then the per-row kernels
-/// that switched to version 2 (RMSNorm forward and dx, cross-entropy, NCE) against their version 1.
+/// that switched to version 2 (RMSNorm forward and dx, cross-entropy, NCE, NAT's integration unit, the Σx, Σx²
+/// and non-finite reductions) against their version 1.
 /// </summary>
 [TestFixture]
 public class GroupReduceTests
@@ -149,5 +150,71 @@ public class GroupReduceTests
         foreach (var family in outs[0].Keys.GroupBy(k => k[..k.IndexOf('.')]))
             Assert.That(family.Any(k => !outs[0][k].SequenceEqual(outs[1][k])), Is.True,
                 $"{family.Key}: v1 and v2 sum in other orders; equal bits in every output means one version ran twice");
+    }
+
+    /// <summary>NAT's integration unit at version 2 against version 1, at the parity bound and not bit-equal.</summary>
+    [Test]
+    public void IntegrationKernels_V2AgainstV1()
+    {
+        var ops = TestUtil.Ilgpu;
+        int n = 11, d = 128;
+        var outs = new Dictionary<string, float[]>[2];
+        foreach (var rv in new[] { GroupReduce.Version.V1Tree, GroupReduce.Version.V2Warp })
+        {
+            ops.RowReduceVersion = rv;
+            try
+            {
+                var r = new Dictionary<string, float[]>();
+                Tensor T(string name, float[] data) { var t = ops.Alloc(name, DType.F32, n, d); ops.Upload(t, data); return t; }
+                using var q = T("q", TestUtil.Rand(n * d, 11)); using var kp = T("kp", TestUtil.Rand(n * d, 12)); using var kn = T("kn", TestUtil.Rand(n * d, 13));
+                using var up = T("up", TestUtil.Rand(n * d, 14, 2)); using var un = T("un", TestUtil.Rand(n * d, 15, 2));
+                using var mix = ops.Alloc("mix", DType.F32, n, d); using var a = ops.Alloc("a", DType.F32, n);
+                ops.IntegrationForward(mix, a, q, kp, kn, up, un, n, d, 0.5f, 1f);
+                r["fwd.mix"] = TestUtil.Get(ops, mix); r["fwd.a"] = TestUtil.Get(ops, a);
+                using var dmix = T("dmix", TestUtil.Rand(n * d, 16));
+                using var dq = T("dq", TestUtil.Rand(n * d, 17)); using var dkp = T("dkp", TestUtil.Rand(n * d, 18)); using var dkn = T("dkn", TestUtil.Rand(n * d, 19));
+                using var dup = T("dup", TestUtil.Rand(n * d, 20)); using var dun = T("dun", TestUtil.Rand(n * d, 21));
+                ops.IntegrationBackward(dq, dkp, dkn, dup, dun, dmix, q, kp, kn, up, un, a, n, d, 0.5f, 1f);
+                r["bwd.dq"] = TestUtil.Get(ops, dq); r["bwd.dkp"] = TestUtil.Get(ops, dkp); r["bwd.dkn"] = TestUtil.Get(ops, dkn);
+                r["bwd.dup"] = TestUtil.Get(ops, dup); r["bwd.dun"] = TestUtil.Get(ops, dun);
+                outs[(int)rv - 1] = r;
+            }
+            finally { ops.RowReduceVersion = GroupReduce.Version.V2Warp; }
+        }
+        foreach (var (k, a) in outs[0]) TestUtil.Close(a, outs[1][k], 1e-5f, 1e-4f, $"{k}: v2 vs v1");
+        Assert.That(outs[0].Keys.Any(k => !outs[0][k].SequenceEqual(outs[1][k])), Is.True,
+            "v1 and v2 sum in other orders; equal bits in every output means one version ran twice");
+    }
+
+    /// <summary>The Σx, Σx² and non-finite reductions at both versions: sums within 1e-6 relative of a double sum
+    /// (and not the same bits in both), the non-finite count exact in both, lengths off the group multiple included.</summary>
+    [Test]
+    public void Reductions_BothVersions_CountsExact_SumsClose()
+    {
+        var acc = TestUtil.Ilgpu.Accelerator;
+        var ew = new ElementwiseKernels.Launcher(acc, Math.Min(GroupReduce.MaxGroup, acc.MaxNumThreadsPerGroup));
+        bool differ = false;
+        foreach (int n in new[] { 1, 37, 1000, 100_003 })
+        {
+            var x = TestUtil.Rand(n, (ulong)n, 3);
+            int bad = 0;
+            for (int i = 0; i < n; i += 7) { x[i] = (i / 7 % 3) switch { 0 => float.NaN, 1 => float.PositiveInfinity, _ => float.NegativeInfinity }; bad++; }
+            var clean = TestUtil.Rand(n, (ulong)n + 1, 3);
+            using var bx = acc.Allocate1D(x);
+            using var bc = acc.Allocate1D(clean);
+            double sum = clean.Sum(f => (double)f), sq = clean.Sum(f => (double)f * f), mag = clean.Sum(f => Math.Abs((double)f));
+            var got = new double[2][];
+            foreach (var rv in new[] { GroupReduce.Version.V1Tree, GroupReduce.Version.V2Warp })
+            {
+                Assert.That(ew.Reduce(bx.View, n, 1, rv), Is.EqualTo(bad), $"n = {n}, {rv}: non-finite count");
+                Assert.That(ew.Reduce(bc.View, n, 1, rv), Is.EqualTo(0), $"n = {n}, {rv}: no non-finite value");
+                double s = ew.Reduce(bc.View, n, 2, rv), s2 = ew.Reduce(bc.View, n, 0, rv);
+                Assert.That(s, Is.EqualTo(sum).Within(1e-6 * mag), $"n = {n}, {rv}: Σx");
+                Assert.That(s2, Is.EqualTo(sq).Within(1e-6 * sq), $"n = {n}, {rv}: Σx²");
+                got[(int)rv - 1] = [s, s2];
+            }
+            differ |= !got[0].SequenceEqual(got[1]);
+        }
+        Assert.That(differ, Is.True, "the two trees associate differently: some sum must differ");
     }
 }

@@ -68,15 +68,37 @@ public class PtxasTests
         Assert.That(v2.Count("STG.E.128"), Is.EqualTo(2), v2.Sass);
         // Count("LDG.E") also matches LDG.E.128
         Assert.That(v2.Count("LDG.E") - v2.Count("LDG.E.128") + v2.Count("STG.E") - v2.Count("STG.E.128"), Is.Zero, "32-bit global accesses left in version 2");
-        foreach (var k in new[] { "SwiGluKernels.ForwardV2Kernel", "AdamWKernels.V2Kernel", "ElementwiseKernels.AxpyV2Kernel", "RmsNormKernels.ForwardV3Kernel", "RmsNormKernels.BackwardDxV3Kernel", "CrossEntropyKernels.V3Kernel" })
+        foreach (var k in new[] { "SwiGluKernels.ForwardV2Kernel", "AdamWKernels.V2Kernel", "ElementwiseKernels.AxpyV2Kernel", "RmsNormKernels.ForwardV3Kernel", "RmsNormKernels.BackwardDxV3Kernel", "CrossEntropyKernels.V3Kernel", "NceKernels.DistillV3Kernel" })
         {
             var r = Sass(k);
             Assert.That(r.Count("LDG.E.128"), Is.GreaterThan(0), $"{k}:\n{r.Sass}");
             Assert.That(r.Count("STG.E.128"), Is.GreaterThan(0), $"{k}:\n{r.Sass}");
         }
+        // NCE's KL version 3 reads both rows as Float4s and writes one float per row: no 32-bit global load
+        var kl = Sass("NceKernels.KlV3Kernel");
+        Assert.That(kl.Count("LDG.E.128"), Is.GreaterThan(0), kl.Sass);
+        Assert.That(kl.Count("LDG.E") - kl.Count("LDG.E.128"), Is.Zero, "32-bit global loads left in KlV3Kernel");
         var v1 = Sass("SwiGluKernels.BackwardKernel");
         Assert.That(v1.Count("LDG.E.128") + v1.Count("STG.E.128"), Is.Zero, "version 1 reads one float per thread");
         Assert.That(v1.Count("LDG.E"), Is.EqualTo(5));
+    }
+
+    [TestCase("sm_80")]
+    [TestCase("sm_90")]
+    public void DropoutV2_OnlyUses128BitGlobalAccesses(string arch)
+    {
+        // version 2 of dropout: the mask hash runs in registers; backward reads dy and dx as one LDG.E.128 each and
+        // writes dx as one STG.E.128, forward one of each; no 32-bit global access
+        var a = KernelCatalog.Architectures.Single(x => KernelCatalog.ArchName(x) == arch);
+        PtxasResult Sass(string k) => Ptxas.Run(Bin, k, arch, KernelCatalog.CompilePtx(KernelCatalog.Find(k), a), sass: true);
+        foreach (var (k, loads, stores) in new[] { ("DropoutKernels.BackwardV2Kernel", 2, 1), ("DropoutKernels.ForwardV2Kernel", 1, 1) })
+        {
+            var r = Sass(k);
+            Assert.That(r.Clean, Is.True, r.Log);
+            Assert.That(r.Count("LDG.E.128"), Is.EqualTo(loads), $"{k}:\n{r.Sass}");
+            Assert.That(r.Count("STG.E.128"), Is.EqualTo(stores), $"{k}:\n{r.Sass}");
+            Assert.That(r.Count("LDG.E") - r.Count("LDG.E.128") + r.Count("STG.E") - r.Count("STG.E.128"), Is.Zero, $"{k}: 32-bit global accesses left");
+        }
     }
 
     [Test]

@@ -6,7 +6,7 @@ using NegDistill.Runtime;
 namespace NegDistill.Tests;
 
 /// <summary>
-/// The streaming kernels' version 2 (<see cref="Float4"/>: four floats per thread, 128-bit loads): each v2 kernel,
+/// The streaming kernels' version 2 (<see cref="Float4"/>: four floats per thread, 128-bit loads; dropout included): each v2 kernel,
 /// launched directly on ILGPU's CPU accelerator, gives version 1's bits; <see cref="Wide.Fits"/> takes the v2 path
 /// only for lengths that are multiples of 4 on 16-byte-aligned views; through the backend, aligned lengths (v2),
 /// odd lengths and odd offsets (the version 1 fallback) agree with the CPU twin. That the SASS holds LDG.E.128 and
@@ -81,6 +81,23 @@ public class WideLoadTests
             Assert.That(Get(m2), Is.EqualTo(Get(m1)), "AdamW m");
             Assert.That(Get(v2), Is.EqualTo(Get(v1)), "AdamW v");
             Assert.That(Get(p1), Is.Not.EqualTo(TestUtil.Rand(n, 7)), "AdamW moved the parameters");
+        }
+        // dropout forward and backward, p = 0.3 (every element of a Float4 hashed by its own index) and p = 0
+        foreach (float p in new[] { 0.3f, 0f })
+        {
+            using var x = Buf(n, 12); using var y1 = Acc.Allocate1D<float>(n); using var y2 = Acc.Allocate1D<float>(n);
+            using var dy = Buf(n, 13); using var dx1 = Buf(n, 14); using var dx2 = Buf(n, 14);
+            var f1 = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, float, ulong>(DropoutKernels.ForwardKernel);
+            var f2 = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<Float4>, ArrayView<Float4>, float, ulong>(DropoutKernels.ForwardV2Kernel);
+            var b1 = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, float, ulong>(DropoutKernels.BackwardKernel);
+            var b2 = Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<Float4>, ArrayView<Float4>, float, ulong>(DropoutKernels.BackwardV2Kernel);
+            f1(n, y1.View, x.View, p, 77); f2(n / 4, W(y2), W(x), p, 77);
+            b1(n, dx1.View, dy.View, p, 77); b2(n / 4, W(dx2), W(dy), p, 77);
+            Assert.That(Get(y2), Is.EqualTo(Get(y1)), $"dropout forward, p = {p}");
+            Assert.That(Get(dx2), Is.EqualTo(Get(dx1)), $"dropout backward, p = {p}");
+            int dropped = Get(y1).Count(v => v == 0f);
+            if (p > 0f) Assert.That(dropped, Is.InRange(n / 6, n / 2), "about 30 % dropped");
+            else Assert.That(Get(y1), Is.EqualTo(TestUtil.Rand(n, 12)), "p = 0 copies");
         }
         // fill, axpy, scale
         {
@@ -160,6 +177,82 @@ public class WideLoadTests
         else Assert.That(same, Is.True, "V not a multiple of 4: version 3 falls back to version 2");
     }
 
+    /// <summary>NCE's KL, version 3 (float4, V = 300) against version 2, at the parity bound and not bit-equal; V = 302
+    /// falls back to version 2's bits; and version 3 against the CPU twin.</summary>
+    [Test]
+    public void NceKl_V3AgainstV2_AndFallback([Values(300, 302)] int v)
+    {
+        var ops = TestUtil.Ilgpu;
+        int n = 7;
+        float[] zn = TestUtil.Rand(n * v, 3, 4), zg = TestUtil.Rand(n * v, 4, 4);
+        var r = new float[2][];
+        foreach (var sv in new[] { Wide.Version.V1Scalar, Wide.Version.V2Float4 })
+        {
+            ops.StreamVersion = sv;
+            try
+            {
+                using var a = ops.Alloc("zn", DType.F32, n, v); ops.Upload(a, zn);
+                using var b = ops.Alloc("zg", DType.F32, n, v); ops.Upload(b, zg);
+                using var kl = ops.Alloc("kl", DType.F32, n);
+                ops.NceKl(a, b, kl, n, v, 2f);
+                r[(int)sv - 1] = TestUtil.Get(ops, kl);
+            }
+            finally { ops.StreamVersion = Wide.Version.V2Float4; }
+        }
+        TestUtil.Close(r[0], r[1], 1e-5f, 1e-4f, $"kl: v3 vs v2 (V {v})");
+        var inputs = new Dictionary<string, (DType, int[], float[]?, int[]?)>
+        {
+            ["zn"] = (DType.F32, [n, v], zn, null), ["zg"] = (DType.F32, [n, v], zg, null), ["kl"] = (DType.F32, [n], new float[n], null),
+        };
+        var both = TestUtil.OnBoth(inputs, (ops2, t) => ops2.NceKl(t["zn"], t["zg"], t["kl"], n, v, 2f), ["kl"]);
+        TestUtil.Close(both[0].F["kl"], both[1].F["kl"], 1e-5f, 1e-4f, $"kl: kernels vs twin (V {v})");
+        Assert.That(r[1].All(x => x > 0f), Is.True, "two different rows have a positive KL");
+        if (v % 4 == 0) Assert.That(r[1], Is.Not.EqualTo(r[0]), "version 3 sums each row in another order: some bits must differ");
+        else Assert.That(r[1], Is.EqualTo(r[0]), "V not a multiple of 4: version 3 falls back to version 2");
+    }
+
+    /// <summary>NCE's fused distillation, version 3 (float4, V = 300) against version 2 at τ = 2 and τ = 1, with targets in
+    /// the first and last lane, a row without a target and a masked row: the parity bound, not bit-equal; V = 302 falls
+    /// back to version 2's bits; version 3 against the CPU twin.</summary>
+    [Test]
+    public void NceDistill_V3AgainstV2_AndFallback([Values(300, 302)] int v, [Values(2f, 1f)] float tau)
+    {
+        var ops = TestUtil.Ilgpu;
+        int n = 6;
+        int[] y = [0, v - 1, -1, -1, 149, 2];
+        float[] rw = [1f, 0.5f, 1f, 0f, 1f, 1f];
+        float[] zs = TestUtil.Rand(n * v, 5, 4), zn = TestUtil.Rand(n * v, 6, 4);
+        void Run(IBackend o, Dictionary<string, Tensor> t) =>
+            o.NceDistillFused(t["zs"], t["zn"], t["y"], t["w"], t["ce"], t["kd"], n, v, tau, 0.5f, 1.0 / n, 1.0 / n, true);
+        var inputs = new Dictionary<string, (DType, int[], float[]?, int[]?)>
+        {
+            ["zs"] = (DType.F32, [n, v], zs, null), ["zn"] = (DType.F32, [n, v], zn, null), ["y"] = (DType.I32, [n], null, y),
+            ["w"] = (DType.F32, [n], rw, null), ["ce"] = (DType.F32, [n], new float[n], null), ["kd"] = (DType.F32, [n], new float[n], null),
+        };
+        string[] outs = ["zs", "ce", "kd"];
+        var r = new Dictionary<string, float[]>[2];
+        foreach (var sv in new[] { Wide.Version.V1Scalar, Wide.Version.V2Float4 })
+        {
+            ops.StreamVersion = sv;
+            try { r[(int)sv - 1] = TestUtil.OnBoth(inputs, Run, outs)[1].F; }
+            finally { ops.StreamVersion = Wide.Version.V2Float4; }
+        }
+        var twin = TestUtil.OnBoth(inputs, Run, outs)[0].F;
+        foreach (var k in outs)
+        {
+            TestUtil.Close(r[0][k], r[1][k], 1e-5f, 1e-4f, $"{k}: v3 vs v2 (V {v}, τ {tau})");
+            TestUtil.Close(twin[k], r[1][k], 1e-5f, 1e-4f, $"{k}: kernels vs twin (V {v}, τ {tau})");
+        }
+        Assert.That(r[1]["zs"].Skip(3 * v).Take(v), Is.All.EqualTo(0f), "a masked row gets a zero gradient");
+        Assert.That(r[1]["zs"][0], Is.LessThan(0f), "the target's gradient in the first lane");
+        Assert.That(r[1]["zs"][v + v - 1], Is.LessThan(0f), "the target's gradient in the last lane");
+        Assert.That(r[1]["ce"][2], Is.EqualTo(0f), "no target: no cross-entropy");
+        Assert.That(r[1]["kd"][2], Is.Not.EqualTo(0f), "no target: KD still");
+        bool same = outs.All(k => r[0][k].SequenceEqual(r[1][k]));
+        if (v % 4 == 0) Assert.That(same, Is.False, "version 3 sums each row in another order: some bits must differ");
+        else Assert.That(same, Is.True, "V not a multiple of 4: version 3 falls back to version 2");
+    }
+
     /// <summary>Through the backend (version 2 by default) against the CPU twin, at an aligned length (the float4 path)
     /// and at odd lengths and odd offsets (the scalar fallback); kernel-parity bound 1e-5 + 1e-4 relative (exp differs).</summary>
     [Test]
@@ -174,8 +267,9 @@ public class WideLoadTests
             ["p"] = (DType.F32, [len], TestUtil.Rand(len, 7), null), ["m"] = (DType.F32, [len], TestUtil.Rand(len, 8, 0.1f), null),
             ["v"] = (DType.F32, [len], TestUtil.Rand(len, 9, 0.01f).Select(MathF.Abs).ToArray(), null),
             ["y"] = (DType.F32, [len], TestUtil.Rand(len, 10), null), ["f"] = (DType.F32, [len], TestUtil.Rand(len, 11), null),
+            ["dr"] = (DType.F32, [len], TestUtil.Rand(len, 12), null), ["dd"] = (DType.F32, [len], TestUtil.Rand(len, 13), null),
         };
-        string[] outs = ["h", "dg", "du", "p", "m", "v", "y", "f"];
+        string[] outs = ["h", "dg", "du", "p", "m", "v", "y", "f", "dr", "dd"];
         var both = TestUtil.OnBoth(inputs, (ops, t) =>
         {
             Tensor V(string k) => ops.View(t[k], offset, n);
@@ -185,6 +279,8 @@ public class WideLoadTests
             ops.Axpy(V("y"), V("u"), 0.5f, n);
             ops.Scale(V("y"), 2f, n);
             ops.Fill(V("f"), 3f);
+            ops.DropoutForward(V("dr"), V("u"), 0.25f, 9, n);
+            ops.DropoutBackward(V("dd"), V("dh"), 0.25f, 9, n);
         }, outs);
         foreach (var o in outs)
         {
