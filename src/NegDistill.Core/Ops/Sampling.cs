@@ -37,9 +37,35 @@ namespace NegDistill.Ops;
 /// CPU twin of kernels/NegDistill.Kernels/SamplingKernels.cs (T = float follows the kernel exactly;
 /// T = double computes the weights in double and bisects on double bit patterns).
 /// </summary>
+/// <summary>A fixed summation order over one row: all that distinguishes the sampling versions (this file's
+/// lanes, <see cref="SamplingV1"/>'s blocks). Thresholds, the uniform and the log-probability are shared.</summary>
+public interface ISumOrder
+{
+    /// <summary>Σ exp(z_j − max) over the row.</summary>
+    static abstract double SumExp<T>(ReadOnlySpan<T> z, T max) where T : unmanaged, IFloatingPointIeee754<T>;
+    /// <summary>Σ w_j over w_j ≥ τ.</summary>
+    static abstract double Mass<T>(ReadOnlySpan<T> w, T tau) where T : unmanaged, IFloatingPointIeee754<T>;
+    /// <summary>The token drawn at x = u · keptMass; −1 when the kept mass is 0 or NaN.</summary>
+    static abstract int Scan<T>(ReadOnlySpan<T> w, T tau, float u) where T : unmanaged, IFloatingPointIeee754<T>;
+}
+
 public static class Sampling
 {
     public const int Lanes = 1024, Chunks = 32, ChunkLanes = Lanes / Chunks;
+
+    /// <summary>Version 2's order: entry j in lane j mod <see cref="Lanes"/>, lanes folded by <see cref="Fold"/>.</summary>
+    public readonly struct LaneOrder : ISumOrder
+    {
+        public static double SumExp<T>(ReadOnlySpan<T> z, T max) where T : unmanaged, IFloatingPointIeee754<T>
+        {
+            Span<double> lanes = stackalloc double[Lanes];
+            lanes.Clear();
+            for (int j = 0; j < z.Length; j++) lanes[j % Lanes] += double.CreateTruncating(T.Exp(z[j] - max));
+            return Fold(lanes, stackalloc double[Chunks]);
+        }
+        public static double Mass<T>(ReadOnlySpan<T> w, T tau) where T : unmanaged, IFloatingPointIeee754<T> => Sampling.Mass(w, tau);
+        public static int Scan<T>(ReadOnlySpan<T> w, T tau, float u) where T : unmanaged, IFloatingPointIeee754<T> => Sampling.Scan(w, tau, u);
+    }
 
     /// <summary>Seed of sample (request, index): its stream; the counter is the generation step.</summary>
     public static ulong SampleSeed(ulong seed, long requestId, int index) => CounterRng.Derive(seed, (ulong)requestId, (ulong)index);
@@ -49,28 +75,31 @@ public static class Sampling
     /// <param name="rowSeed">(R,2): low and high 32-bit words of each row's seed</param><param name="rowCounter">(R)</param>
     public static void Rows<T>(ReadOnlySpan<T> logits, Span<int> tokens, Span<T> logProbs, ReadOnlySpan<int> rowSeed, ReadOnlySpan<int> rowCounter,
         int r0, int r1, int v, float temperature, int topK, float topP)
-        where T : unmanaged, IFloatingPointIeee754<T>
+        where T : unmanaged, IFloatingPointIeee754<T> =>
+        Rows<T, LaneOrder>(logits, tokens, logProbs, rowSeed, rowCounter, r0, r1, v, temperature, topK, topP);
+
+    /// <summary>Samples rows [r0, r1) summing in <typeparamref name="TOrder"/>.</summary>
+    public static void Rows<T, TOrder>(ReadOnlySpan<T> logits, Span<int> tokens, Span<T> logProbs, ReadOnlySpan<int> rowSeed, ReadOnlySpan<int> rowCounter,
+        int r0, int r1, int v, float temperature, int topK, float topP)
+        where T : unmanaged, IFloatingPointIeee754<T> where TOrder : struct, ISumOrder
     {
         var w = new T[v];
         for (int r = r0; r < r1; r++)
         {
             ulong seed = (uint)rowSeed[2 * r] | ((ulong)(uint)rowSeed[2 * r + 1] << 32);
-            (tokens[r], logProbs[r]) = Row(logits.Slice(r * v, v), w, seed, (uint)rowCounter[r], temperature, topK, topP);
+            (tokens[r], logProbs[r]) = Row<T, TOrder>(logits.Slice(r * v, v), w, seed, (uint)rowCounter[r], temperature, topK, topP);
         }
     }
 
     /// <summary>One row: returns (token, log softmax(z)[token]); (−1, NaN) when the logits are NaN so that
     /// no token can be chosen. <paramref name="w"/> (V) is scratch for the weights.</summary>
-    public static (int Token, T LogProb) Row<T>(ReadOnlySpan<T> z, Span<T> w, ulong seed, ulong counter, float temperature, int topK, float topP)
-        where T : unmanaged, IFloatingPointIeee754<T>
+    public static (int Token, T LogProb) Row<T, TOrder>(ReadOnlySpan<T> z, Span<T> w, ulong seed, ulong counter, float temperature, int topK, float topP)
+        where T : unmanaged, IFloatingPointIeee754<T> where TOrder : struct, ISumOrder
     {
         int v = z.Length;
         T max = T.NegativeInfinity;
         foreach (T x in z) if (x > max) max = x;
-        Span<double> lanes = stackalloc double[Lanes];
-        lanes.Clear();
-        for (int j = 0; j < v; j++) lanes[j % Lanes] += double.CreateTruncating(T.Exp(z[j] - max));
-        double sumExp = Fold(lanes, stackalloc double[Chunks]);
+        double sumExp = TOrder.SumExp(z, max);
         int token;
         if (temperature <= 0f)
         {
@@ -80,8 +109,8 @@ public static class Sampling
         {
             T t = T.CreateTruncating(temperature);
             for (int j = 0; j < v; j++) w[j] = T.Exp((z[j] - max) / t);
-            var tau = Threshold<T>(w, topK, topP);
-            token = Scan<T>(w, tau, CounterRng.Uniform(seed, counter));
+            var tau = Threshold<T, TOrder>(w, topK, topP);
+            token = TOrder.Scan<T>(w, tau, CounterRng.Uniform(seed, counter));
         }
         if (token < 0) return (-1, T.NaN);
         T lp = typeof(T) == typeof(float)
@@ -93,7 +122,11 @@ public static class Sampling
     /// <summary>The keep threshold τ over weights w ∈ [0,1] for top-k (k ≤ 0 or ≥ V: off) then top-p
     /// (p ≤ 0 or ≥ 1: off, as in llama2.c); tokens with w ≥ τ are kept. 0 when both are off.</summary>
     public static T Threshold<T>(ReadOnlySpan<T> w, int topK, float topP)
-        where T : unmanaged, IFloatingPointIeee754<T>
+        where T : unmanaged, IFloatingPointIeee754<T> => Threshold<T, LaneOrder>(w, topK, topP);
+
+    /// <summary><see cref="Threshold{T}"/> with the masses summed in <typeparamref name="TOrder"/>.</summary>
+    public static T Threshold<T, TOrder>(ReadOnlySpan<T> w, int topK, float topP)
+        where T : unmanaged, IFloatingPointIeee754<T> where TOrder : struct, ISumOrder
     {
         int v = w.Length;
         long lo = 0;                                           // bits of τ_k; cond(lo) holds: count(w ≥ 0) = V
@@ -111,12 +144,12 @@ public static class Sampling
         }
         if (topP > 0f && topP < 1f)
         {
-            double target = topP * Mass(w, FromBits<T>(lo));
+            double target = topP * TOrder.Mass(w, FromBits<T>(lo));
             long hi = OneBits<T>() + 1;                        // mass(w > 1) = 0 < target
             while (hi - lo > 1)
             {
                 long mid = lo + (hi - lo) / 2;
-                if (Mass(w, FromBits<T>(mid)) >= target) lo = mid; else hi = mid;
+                if (TOrder.Mass(w, FromBits<T>(mid)) >= target) lo = mid; else hi = mid;
             }
         }
         return FromBits<T>(lo);
