@@ -169,6 +169,23 @@ public static class SamplingKernels
         return r;
     }
 
+    /// <summary>After a barrier, the group's (max, lowest index among equal maxima) of every thread's pair in
+    /// shf/shi into shf[0]/shi[0], by a pairwise tree. Every thread calls it.</summary>
+    static void ArgMaxTree(ArrayView<float> shf, ArrayView<int> shi)
+    {
+        int tid = Group.IdxX;
+        Group.Barrier();
+        for (int s = Group.DimX / 2; s > 0; s >>= 1)
+        {
+            if (tid < s)
+            {
+                float m2 = shf[tid + s]; int i2 = shi[tid + s];
+                if (m2 > shf[tid] || (m2 == shf[tid] && i2 < shi[tid])) { shf[tid] = m2; shi[tid] = i2; }
+            }
+            Group.Barrier();
+        }
+    }
+
     static int MinInt(int v, ArrayView<int> scratch)
     {
         int tid = Group.IdxX;
@@ -218,16 +235,7 @@ public static class SamplingKernels
         }
         shf[tid] = max; shi[tid] = arg;
         for (int i = tid; i < Bins; i += g) hist[i] = 0;
-        Group.Barrier();
-        for (int s = g / 2; s > 0; s >>= 1)
-        {
-            if (tid < s)
-            {
-                float m2 = shf[tid + s]; int i2 = shi[tid + s];
-                if (m2 > shf[tid] || (m2 == shf[tid] && i2 < shi[tid])) { shf[tid] = m2; shi[tid] = i2; }
-            }
-            Group.Barrier();
-        }
+        ArgMaxTree(shf, shi);
         max = shf[0]; arg = shi[0];
         Group.Barrier();
 
@@ -517,16 +525,7 @@ public static class SamplingKernels
                 if (z > max || (z == max && j < arg)) { max = z; arg = j; }
             }
         shf[tid] = max; shi[tid] = arg;
-        Group.Barrier();
-        for (int s = g / 2; s > 0; s >>= 1)
-        {
-            if (tid < s)
-            {
-                float m2 = shf[tid + s]; int i2 = shi[tid + s];
-                if (m2 > shf[tid] || (m2 == shf[tid] && i2 < shi[tid])) { shf[tid] = m2; shi[tid] = i2; }
-            }
-            Group.Barrier();
-        }
+        ArgMaxTree(shf, shi);
         if (tid == 0) { partMax[row * parts + part] = shf[0]; partArg[row * parts + part] = shi[0]; }
     }
 
