@@ -208,7 +208,7 @@ public static class NceKernels
     {
         if (z > ms)
         {
-            float r = ms - z;
+            float r = ms - z;                     // ≤ 0 (−∞ on the first entry)
             s1 = s1 * MathF.Exp(r) + 1f;
             if (!unit) sT = sT * MathF.Exp(r * invTau) + 1f;
             ms = z;
@@ -264,20 +264,7 @@ public static class NceKernels
         float ms = float.NegativeInfinity, s1 = 0f, sT = 0f, mn = float.NegativeInfinity, sn = 0f;
         for (int j = Group.IdxX; j < v; j += Group.DimX)
         {
-            float z = zs[o + j];
-            if (z > ms)
-            {
-                float r = ms - z;                 // ≤ 0 (−∞ on the first entry)
-                s1 = s1 * MathF.Exp(r) + 1f;
-                if (!unit) sT = sT * MathF.Exp(r * invTau) + 1f;
-                ms = z;
-            }
-            else
-            {
-                float r = z - ms;
-                s1 += MathF.Exp(r);
-                if (!unit) sT += MathF.Exp(r * invTau);
-            }
+            OnlineS(zs[o + j], ref ms, ref s1, ref sT, invTau, unit);
             float n = zNat[o + j] * invTau;
             if (n > mn) { sn = sn * MathF.Exp(mn - n) + 1f; mn = n; } else sn += MathF.Exp(n - mn);
         }
